@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: MIT
+// common.cpp: counters, fallback bookkeeping, registration, and memsave_hooks_init, the one
+// extern "C" entry point the shim calls.
+#include "common.h"
+
+#include <ATen/core/grad_mode.h>
+#include <torch/csrc/autograd/variable.h>
+#include <torch/version.h>
+
+#include <cstdio>
+#include <exception>
+
+namespace memsave {
+
+static struct memsave_shared* g_shared = nullptr;
+
+struct memsave_shared* shared() { return g_shared; }
+
+void install_counting_allocator();  // allocator.cpp
+
+bool family_on(memsave_family_t family) {
+  return __atomic_load_n(&g_shared->enabled, __ATOMIC_RELAXED) && (g_shared->ops_mask & (1u << family));
+}
+
+const char* unsupported_tensor(const at::Tensor& t) {
+  if (!t.defined()) return nullptr;
+  if (t.layout() != c10::kStrided) return "non-strided layout (sparse or other)";
+  if (t.is_mkldnn()) return "mkldnn tensor";
+  if (t.is_quantized()) return "quantized tensor";
+  if (t.is_nested()) return "nested tensor";
+  switch (t.scalar_type()) {
+    case at::kFloat:
+    case at::kDouble:
+    case at::kBFloat16:
+    case at::kHalf:
+      break;
+    default:
+      return "dtype not handled (complex or other)";
+  }
+  if (t._fw_grad(/*level=*/0).defined()) return "forward-mode AD (dual tensor)";
+  return nullptr;
+}
+
+const char* unsupported_keys(c10::DispatchKeySet ks) {
+  using K = c10::DispatchKey;
+  const c10::DispatchKeySet tls_included = c10::impl::tls_local_dispatch_key_set().included_;
+  const c10::DispatchKeySet all = ks | tls_included;
+  if (all.has(K::Python) || all.has(K::PythonTLSSnapshot)) return "Python dispatch (subclass, FakeTensor or compile)";
+  if (all.has(K::FuncTorchDynamicLayerBackMode) || all.has(K::FuncTorchDynamicLayerFrontMode) ||
+      all.has(K::FuncTorchGradWrapper) || all.has(K::FuncTorchBatched))
+    return "functorch transform";
+  return nullptr;
+}
+
+void count_substituted(memsave_family_t family, uint64_t bytes_kept, uint64_t bytes_stock) {
+  __atomic_fetch_add(&g_shared->substituted[family], 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&g_shared->bytes_kept, bytes_kept, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&g_shared->bytes_stock, bytes_stock, __ATOMIC_RELAXED);
+}
+
+void count_passthrough(memsave_family_t family) {
+  __atomic_fetch_add(&g_shared->passthrough[family], 1, __ATOMIC_RELAXED);
+}
+
+void count_fallback(memsave_family_t family, const char* reason) { g_shared->note_fallback(family, reason); }
+
+uint64_t tensor_bytes(const at::Tensor& t) {
+  return t.defined() ? static_cast<uint64_t>(t.numel()) * t.element_size() : 0;
+}
+
+Registrar::Registrar()
+    : cpu_(new torch::Library(torch::Library::IMPL, "aten", c10::DispatchKey::AutogradCPU, __FILE__, __LINE__)),
+      cuda_(new torch::Library(torch::Library::IMPL, "aten", c10::DispatchKey::AutogradCUDA, __FILE__, __LINE__)) {
+  // The libraries are never destroyed: the registrations must outlive every tensor and
+  // node of the host, and the dispatcher may run during static destruction.
+}
+
+void Registrar::impl(const char* name, torch::CppFunction (*make)()) {
+  cpu_->impl(name, make());
+  cuda_->impl(name, make());
+}
+
+}  // namespace memsave
+
+extern "C" __attribute__((visibility("default"))) int memsave_hooks_init(struct memsave_shared* shared) {
+  using namespace memsave;
+  if (!shared || shared->abi_version != MEMSAVE_HOOKS_ABI_VERSION) return MEMSAVE_EVERSION;
+  try {
+    g_shared = shared;
+    std::snprintf(shared->torch_version, sizeof shared->torch_version, "%s", TORCH_VERSION);
+    shared->families_built = 1u << MEMSAVE_FAMILY_CONV;
+    install_counting_allocator();
+    if (!shared->register_kernels) return 0;
+    static Registrar registrar;  // constructed once; init is called once by the shim
+    if (shared->ops_mask & (1u << MEMSAVE_FAMILY_CONV)) register_conv(registrar);
+    return 0;
+  } catch (const std::exception& e) {
+    shared->log(0, "warning: the hooks failed to register: %s", e.what());
+    return MEMSAVE_EINTERNAL;
+  } catch (...) {
+    return MEMSAVE_EINTERNAL;
+  }
+}

@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: MIT
+// common.h: what every hooks file shares: the state the shim owns, the fallback rules,
+// the counters, the way to call stock, and kernel registration.
+#pragma once
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty_strided.h>
+#include <c10/core/DispatchKeySet.h>
+#include <torch/library.h>
+
+#include "../shim/hooks_abi.h"
+
+namespace memsave {
+
+// Note [Bitwise contract]: every node we build calls the same backward kernel, with the
+// same arguments, that stock's node calls, so forward outputs and gradients are bitwise
+// identical to stock for every requires_grad pattern. We only change what is kept between
+// forward and backward. Where we cannot keep that promise, we call stock (Note [Fallback]).
+//
+// Note [Fallback]: a call goes to stock, unchanged, when
+//   - the family is off (MEMSAVE_OPS, memsave_set_enabled(0)) or grad mode is off,
+//     or no differentiable argument requires grad  (not counted: stock builds nothing);
+//   - stock already keeps the minimum for this requires_grad pattern (counted as passthrough);
+//   - the call is one we do not handle: forward-mode AD, functorch or Python-dispatch keys
+//     (torch.func, torch.compile, __torch_dispatch__ subclasses), non-strided layouts,
+//     mkldnn, quantized, nested, complex or unknown dtypes (counted as a fallback, with
+//     the reason kept for the report).
+
+struct memsave_shared* shared();
+
+// True when the family is enabled now (MEMSAVE_OPS and memsave_set_enabled).
+bool family_on(memsave_family_t family);
+
+// Why `t` cannot take our path, or nullptr. Undefined tensors are fine.
+const char* unsupported_tensor(const at::Tensor& t);
+// Why the current dispatch state cannot take our path, or nullptr.
+const char* unsupported_keys(c10::DispatchKeySet ks);
+
+void count_substituted(memsave_family_t family, uint64_t bytes_kept, uint64_t bytes_stock);
+void count_passthrough(memsave_family_t family);
+void count_fallback(memsave_family_t family, const char* reason);
+
+// Tensor bytes of a tensor's elements (numel x element size); 0 for undefined.
+uint64_t tensor_bytes(const at::Tensor& t);
+
+// Calls stock's kernel for `op` with the arguments on `stack`: the Autograd alias for ops
+// that have their own autograd kernel, CompositeImplicitAutograd for composite ones.
+inline void call_stock(const c10::OperatorHandle& op, torch::jit::Stack* stack, c10::DispatchKey key) {
+  op.callBoxedForDispatchKey(key, *stack);
+}
+
+// Geometry of a tensor we do not keep: enough to build a stand-in with the same sizes,
+// strides, dtype and device (Note [Stand-in] in conv.cpp).
+struct Geometry {
+  std::vector<int64_t> sizes;
+  std::vector<int64_t> strides;
+  at::TensorOptions options;
+  explicit Geometry(const at::Tensor& t)
+      : sizes(t.sizes().vec()), strides(t.strides().vec()), options(t.options()) {}
+  at::Tensor empty_strided() const { return at::empty_strided(sizes, strides, options); }
+};
+
+// Registration: each family file defines `void register_<family>(Registrar&)` and the
+// init code calls the ones enabled in MEMSAVE_OPS.
+class Registrar {
+ public:
+  Registrar();
+  // Registers `fn` for aten::`name` on AutogradCPU and AutogradCUDA.
+  void impl(const char* name, torch::CppFunction (*make)());
+
+ private:
+  torch::Library* cpu_;
+  torch::Library* cuda_;
+};
+
+void register_conv(Registrar& r);
+
+}  // namespace memsave

@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: MIT */
+/* memsave.h: the public C ABI of libmemsave, for C, C++ (extern "C") and Python ctypes. */
+#ifndef MEMSAVE_H
+#define MEMSAVE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define MEMSAVE_API __attribute__((visibility("default")))
+#else
+#define MEMSAVE_API
+#endif
+
+#define MEMSAVE_VERSION_MAJOR 0
+#define MEMSAVE_VERSION_MINOR 1
+#define MEMSAVE_VERSION_PATCH 0
+
+/* Operator families, in the order of the per-family arrays of struct memsave_stats.
+ * The arrays have MEMSAVE_FAMILY_SLOTS entries so that later families fit without
+ * changing the layout. */
+typedef enum memsave_family_t {
+  MEMSAVE_FAMILY_CONV = 0,
+  MEMSAVE_FAMILY_LINEAR = 1,
+  MEMSAVE_FAMILY_BATCHNORM = 2,
+  MEMSAVE_FAMILY_RELU = 3,
+  MEMSAVE_FAMILY_POOL = 4,
+  MEMSAVE_FAMILY_DROPOUT = 5,
+  MEMSAVE_FAMILY_COUNT = 6
+} memsave_family_t;
+
+#define MEMSAVE_FAMILY_SLOTS 8
+
+/* Error codes: 0 is success, every error is negative. */
+#define MEMSAVE_ERRNO_MAP(XX)                                          \
+  XX(EINVAL, -1, "invalid argument")                                  \
+  XX(ENOTORCH, -2, "LibTorch is not loaded in this process")           \
+  XX(EVERSION, -3, "LibTorch in the process is not the one the hooks were built for") \
+  XX(ENOHOOKS, -4, "the hooks library could not be loaded")            \
+  XX(EDISABLED, -5, "disabled by MEMSAVE=0")                           \
+  XX(EINTERNAL, -6, "internal error")
+
+typedef enum memsave_errno_t {
+#define XX(name, value, text) MEMSAVE_##name = value,
+  MEMSAVE_ERRNO_MAP(XX)
+#undef XX
+  MEMSAVE_OK = 0
+} memsave_errno_t;
+
+/* Statistics of this process. Size-versioned: pass sizeof(struct memsave_stats) in
+ * `size`; fields added later go at the end, and an older caller gets the prefix it
+ * knows. All byte figures are tensor bytes (numel x element size), not RSS. */
+struct memsave_stats {
+  uint64_t size;                                 /* bytes filled in by memsave_get_stats */
+  uint64_t substituted[MEMSAVE_FAMILY_SLOTS];    /* our autograd nodes built, per family */
+  uint64_t fallbacks[MEMSAVE_FAMILY_SLOTS];      /* calls sent to stock because unsupported */
+  uint64_t passthrough[MEMSAVE_FAMILY_SLOTS];    /* calls sent to stock because stock is already minimal */
+  uint64_t bytes_kept;                           /* tensor bytes our nodes keep for backward (cumulative) */
+  uint64_t bytes_stock;                          /* tensor bytes stock's nodes would keep for the same calls */
+  uint64_t cpu_current_bytes;                    /* CPU tensor bytes allocated now (counting allocator) */
+  uint64_t cpu_peak_bytes;                       /* peak of the above since start or memsave_reset_peak */
+};
+
+/* The library's version, "MAJOR.MINOR.PATCH". */
+MEMSAVE_API const char *memsave_version(void);
+
+/* 1 when the hooks are installed in this process (LibTorch loaded, MEMSAVE not 0). */
+MEMSAVE_API int memsave_is_active(void);
+
+/* 1 when substitution is on for operators recorded from now on. */
+MEMSAVE_API int memsave_enabled(void);
+
+/* Turns substitution on or off for ops recorded after the call; returns the previous value.
+ * Has no effect on nodes already built. When MEMSAVE=0 the hooks are not registered and
+ * this only changes the flag. */
+MEMSAVE_API int memsave_set_enabled(int on);
+
+/* Copies min(size, sizeof(struct memsave_stats)) bytes of statistics into *out.
+ * Returns 0, or MEMSAVE_EINVAL for a NULL pointer or a size smaller than 8. */
+MEMSAVE_API int memsave_get_stats(struct memsave_stats *out, size_t size);
+
+/* Sets the peak tensor bytes to the current tensor bytes. */
+MEMSAVE_API void memsave_reset_peak(void);
+
+/* Family name ("conv", "linear", ...) or NULL for an unknown index. */
+MEMSAVE_API const char *memsave_family_name(int family);
+
+/* The name ("MEMSAVE_EINVAL") and the text of an error code. */
+MEMSAVE_API const char *memsave_err_name(int err);
+MEMSAVE_API const char *memsave_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MEMSAVE_H */

@@ -1,0 +1,336 @@
+// SPDX-License-Identifier: MIT
+// test_conv: convolution with libmemsave against stock, bit for bit, over a grid of
+// configurations and every requires_grad pattern; stock's autograd semantics kept.
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/forward_grad.h>
+#include <torch/csrc/autograd/function.h>
+
+#include <sstream>
+
+#include "testing.h"
+
+namespace {
+
+using memsave_test::bitwise_equal;
+using memsave_test::error_of;
+using memsave_test::grad_fn_name;
+using memsave_test::with_memsave;
+
+struct ConvCase {
+  int dim = 2;
+  bool transposed = false;
+  int groups = 1;
+  int stride = 1;
+  int dilation = 1;
+  int padding = 1;
+  bool channels_last = false;
+  bool weight_channels_last = false;
+  bool noncontiguous = false;
+  at::ScalarType dtype = at::kFloat;
+  bool bias = true;
+  int batch = 2;
+
+  std::string str() const {
+    std::ostringstream s;
+    s << dim << "d" << (transposed ? " transposed" : "") << " g" << groups << " s" << stride << " d" << dilation
+      << " p" << padding << (channels_last ? " cl" : "") << (weight_channels_last ? " wcl" : "")
+      << (noncontiguous ? " noncontig" : "") << " " << dtype << (bias ? " bias" : "") << " N" << batch;
+    return s.str();
+  }
+};
+
+struct Data {
+  at::Tensor x, w, b, go;
+};
+
+Data make_data(const ConvCase& c) {
+  at::manual_seed(1234);
+  const int64_t cin = 4, cout = 4, k = 3, spatial = c.dim == 3 ? 5 : c.dim == 2 ? 7 : 9;
+  std::vector<int64_t> xs{c.batch, cin}, ws;
+  for (int i = 0; i < c.dim; i++) xs.push_back(spatial);
+  ws = c.transposed ? std::vector<int64_t>{cin, cout / c.groups} : std::vector<int64_t>{cout, cin / c.groups};
+  for (int i = 0; i < c.dim; i++) ws.push_back(k);
+  auto opts = at::TensorOptions().dtype(c.dtype);
+  Data d;
+  if (c.noncontiguous) {
+    auto big = xs;
+    big.back() *= 2;
+    d.x = at::randn(big, opts).slice(c.dim + 1, 0, big.back(), 2);  // every other column
+  } else {
+    d.x = at::randn(xs, opts);
+  }
+  d.w = at::randn(ws, opts);
+  if (c.channels_last && c.dim >= 2)
+    d.x = d.x.contiguous(c.dim == 2 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::ChannelsLast3d);
+  if (c.weight_channels_last && c.dim >= 2)
+    d.w = d.w.contiguous(c.dim == 2 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::ChannelsLast3d);
+  if (c.bias) d.b = at::randn({cout}, opts);
+  return d;
+}
+
+at::Tensor conv(const ConvCase& c, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  std::vector<int64_t> stride(c.dim, c.stride), padding(c.dim, c.padding), dilation(c.dim, c.dilation),
+      output_padding(c.dim, c.transposed && c.stride > 1 ? 1 : 0);
+  return at::convolution(x, w, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt, stride, padding, dilation,
+                         c.transposed, output_padding, c.groups);
+}
+
+struct Run {
+  at::Tensor y, gx, gw, gb;
+  std::string grad_fn;
+};
+
+// Clones keep the memory format, so the leaves have the strides of the data.
+Run run(const ConvCase& c, const Data& d, bool rx, bool rw, bool rb) {
+  at::Tensor x = d.x.clone().requires_grad_(rx), w = d.w.clone().requires_grad_(rw);
+  at::Tensor b = d.b.defined() ? d.b.clone().requires_grad_(rb) : at::Tensor();
+  Run r;
+  r.y = conv(c, x, w, b);
+  r.grad_fn = grad_fn_name(r.y);
+  if (r.y.requires_grad()) {
+    at::manual_seed(99);
+    at::Tensor go = at::randn(r.y.sizes(), r.y.options());
+    torch::autograd::backward({r.y}, {go});
+  }
+  r.gx = x.grad();
+  r.gw = w.grad();
+  if (b.defined()) r.gb = b.grad();
+  return r;
+}
+
+// Compares every requires_grad pattern of (input, weight, bias); returns how many ran.
+int check_case(const ConvCase& c) {
+  Data d = make_data(c);
+  int ran = 0;
+  for (int pattern = 0; pattern < 8; pattern++) {
+    bool rx = pattern & 1, rw = pattern & 2, rb = pattern & 4;
+    if (rb && !c.bias) continue;
+    Run stock, ours;
+    std::string err = error_of([&] { stock = with_memsave(false, [&] { return run(c, d, rx, rw, rb); }); });
+    if (!err.empty()) continue;  // stock itself rejects this configuration (dtype on this CPU)
+    ours = with_memsave(true, [&] { return run(c, d, rx, rw, rb); });
+    std::string where = c.str() + " rx" + std::to_string(rx) + " rw" + std::to_string(rw) + " rb" + std::to_string(rb);
+    EXPECT_TRUE(bitwise_equal(stock.y, ours.y)) << where << " output";
+    EXPECT_TRUE(bitwise_equal(stock.gx, ours.gx)) << where << " grad input";
+    EXPECT_TRUE(bitwise_equal(stock.gw, ours.gw)) << where << " grad weight";
+    EXPECT_TRUE(bitwise_equal(stock.gb, ours.gb)) << where << " grad bias";
+    if (!rw && (rx || rb)) EXPECT_EQ(ours.grad_fn, "MemsaveConvolutionBackward") << where;
+    else EXPECT_EQ(ours.grad_fn, stock.grad_fn) << where;
+    ran++;
+  }
+  return ran;
+}
+
+TEST(Conv, EqualityGrid) {
+  int ran = 0, cases = 0;
+  for (int dim : {1, 2, 3})
+    for (bool transposed : {false, true})
+      for (int groups : {1, 2, 4})
+        for (int stride : {1, 2})
+          for (int dilation : {1, 2})
+            for (at::ScalarType dtype : {at::kFloat, at::kDouble}) {
+              ConvCase c;
+              c.dim = dim, c.transposed = transposed, c.groups = groups, c.stride = stride;
+              c.dilation = dilation, c.dtype = dtype, c.bias = (stride + dilation) % 2 == 0;
+              ran += check_case(c);
+              cases++;
+            }
+  EXPECT_GE(ran, cases * 4) << "too few configurations ran";
+}
+
+TEST(Conv, LayoutsAndBatch) {
+  int ran = 0;
+  for (int dim : {2, 3})
+    for (bool transposed : {false, true})
+      for (int groups : {1, 4})
+        for (int variant = 0; variant < 4; variant++)
+          for (int batch : {1, 3}) {
+            ConvCase c;
+            c.dim = dim, c.transposed = transposed, c.groups = groups, c.batch = batch, c.stride = 1 + variant % 2;
+            c.channels_last = variant != 3;
+            c.weight_channels_last = variant == 1;
+            c.noncontiguous = variant == 3;
+            ran += check_case(c);
+          }
+  EXPECT_GE(ran, 2 * 2 * 2 * 4 * 2 * 4);
+}
+
+TEST(Conv, BFloat16AndPadding) {
+  int ran = 0;
+  for (int dim : {1, 2})
+    for (int padding : {0, 2}) {
+      ConvCase c;
+      c.dim = dim, c.padding = padding, c.dtype = at::kBFloat16;
+      ran += check_case(c);
+      c.dtype = at::kFloat;
+      ran += check_case(c);
+    }
+  EXPECT_GE(ran, 16) << "float32 cases alone give 16";
+}
+
+TEST(Conv, PaddingSameThroughConv2d) {
+  at::manual_seed(0);
+  at::Tensor x0 = at::randn({2, 3, 8, 8}), w = at::randn({5, 3, 4, 4});
+  auto once = [&] {
+    at::Tensor x = x0.clone().requires_grad_(true);
+    at::Tensor y = at::conv2d(x, w, {}, 1, "same", 2);
+    y.pow(2).sum().backward();
+    return std::make_pair(y, x.grad());
+  };
+  auto stock = with_memsave(false, once);
+  auto ours = with_memsave(true, once);
+  EXPECT_TRUE(bitwise_equal(stock.first, ours.first));
+  EXPECT_TRUE(bitwise_equal(stock.second, ours.second));
+}
+
+TEST(Conv, SpecialValues) {
+  ConvCase c;
+  Data d = make_data(c);
+  auto flat = d.x.view(-1);
+  flat[0] = std::numeric_limits<float>::quiet_NaN();
+  flat[5] = std::numeric_limits<float>::infinity();
+  flat[9] = -std::numeric_limits<float>::infinity();
+  flat[13] = -0.0f;
+  d.w.view(-1)[2] = -0.0f;
+  auto stock = with_memsave(false, [&] { return run(c, d, true, false, true); });
+  auto ours = with_memsave(true, [&] { return run(c, d, true, false, true); });
+  EXPECT_TRUE(bitwise_equal(stock.y, ours.y));
+  EXPECT_TRUE(bitwise_equal(stock.gx, ours.gx));
+  EXPECT_TRUE(bitwise_equal(stock.gb, ours.gb));
+  EXPECT_EQ(ours.grad_fn, "MemsaveConvolutionBackward");
+}
+
+TEST(Conv, DoubleBackward) {
+  ConvCase c;
+  Data d = make_data(c);
+  auto once = [&] {
+    at::Tensor x = d.x.clone().requires_grad_(true);
+    at::Tensor y = conv(c, x, d.w, d.b);
+    at::Tensor g = torch::autograd::grad({y.pow(2).sum()}, {x}, {}, /*retain_graph=*/true, /*create_graph=*/true)[0];
+    g.pow(2).sum().backward();
+    return std::make_pair(g.detach(), x.grad());
+  };
+  auto stock = with_memsave(false, once);
+  auto ours = with_memsave(true, once);
+  EXPECT_TRUE(bitwise_equal(stock.first, ours.first));
+  EXPECT_TRUE(bitwise_equal(stock.second, ours.second));
+}
+
+TEST(Conv, UndefinedIncomingGradient) {
+  ConvCase c;
+  Data d = make_data(c);
+  at::Tensor x = d.x.clone().requires_grad_(true);
+  at::Tensor y = with_memsave(true, [&] { return conv(c, x, d.w, d.b); });
+  ASSERT_EQ(grad_fn_name(y), "MemsaveConvolutionBackward");
+  auto out = (*y.grad_fn())({at::Tensor()});
+  ASSERT_EQ(out.size(), 3u);
+  for (const auto& t : out) EXPECT_FALSE(t.defined());
+}
+
+std::string backward_twice(bool on) {
+  return with_memsave(on, [] {
+    ConvCase c;
+    Data d = make_data(c);
+    at::Tensor x = d.x.clone().requires_grad_(true);
+    at::Tensor s = conv(c, x, d.w, d.b).sum();
+    s.backward();
+    return error_of([&] { s.backward(); });
+  });
+}
+
+TEST(Conv, SecondBackwardRaisesStockError) {
+  std::string stock = backward_twice(false), ours = backward_twice(true);
+  EXPECT_NE(stock.find("backward through the graph a second time"), std::string::npos) << stock;
+  EXPECT_NE(ours.find("backward through the graph a second time"), std::string::npos) << ours;
+}
+
+TEST(Conv, RetainGraphAllowsSecondBackward) {
+  auto once = [] {
+    ConvCase c;
+    Data d = make_data(c);
+    at::Tensor x = d.x.clone().requires_grad_(true);
+    at::Tensor s = conv(c, x, d.w, d.b).pow(2).sum();
+    s.backward({}, /*retain_graph=*/true);
+    s.backward();
+    return x.grad();
+  };
+  EXPECT_TRUE(bitwise_equal(with_memsave(false, once), with_memsave(true, once)));
+}
+
+std::string modify_weight_before_backward(bool on) {
+  return with_memsave(on, [] {
+    ConvCase c;
+    Data d = make_data(c);
+    at::Tensor x = d.x.clone().requires_grad_(true);
+    at::Tensor s = conv(c, x, d.w, d.b).sum();
+    d.w.add_(1.0);
+    return error_of([&] { s.backward(); });
+  });
+}
+
+TEST(Conv, KeptWeightModifiedInPlaceRaisesStockError) {
+  std::string stock = modify_weight_before_backward(false), ours = modify_weight_before_backward(true);
+  EXPECT_NE(stock.find("modified by an inplace operation"), std::string::npos) << stock;
+  EXPECT_NE(ours.find("modified by an inplace operation"), std::string::npos) << ours;
+}
+
+// Documented difference: we do not keep the input, and backward does not need it, so an
+// in-place change of the input after the convolution no longer raises.
+TEST(Conv, InputModifiedInPlaceNoLongerRaises) {
+  auto attempt = [](bool on) {
+    return with_memsave(on, [] {
+      ConvCase c;
+      Data d = make_data(c);
+      at::Tensor leaf = d.x.clone().requires_grad_(true);
+      at::Tensor x = leaf * 1;
+      at::Tensor s = conv(c, x, d.w, d.b).sum();
+      x.mul_(2);
+      return error_of([&] { s.backward(); });
+    });
+  };
+  EXPECT_NE(attempt(false).find("modified by an inplace operation"), std::string::npos);
+  EXPECT_EQ(attempt(true), "");
+}
+
+TEST(Conv, NoGradAndDisabledBuildNoNode) {
+  ConvCase c;
+  Data d = make_data(c);
+  at::Tensor x = d.x.clone().requires_grad_(true);
+  {
+    at::NoGradGuard no_grad;
+    EXPECT_EQ(grad_fn_name(conv(c, x, d.w, d.b)), "(none)");
+  }
+  EXPECT_EQ(with_memsave(false, [&] { return grad_fn_name(conv(c, x, d.w, d.b)); }), "ConvolutionBackward0");
+}
+
+TEST(Conv, ForwardModeAdFallsBackAndIsCounted) {
+  ConvCase c;
+  Data d = make_data(c);
+  const uint64_t level = torch::autograd::ForwardADLevel::get_next_idx();
+  at::Tensor x = at::_make_dual(d.x.clone(), at::ones_like(d.x), level).requires_grad_(true);
+  auto before = memsave_test::stats();
+  at::Tensor y = with_memsave(true, [&] { return conv(c, x, d.w, d.b); });
+  auto after = memsave_test::stats();
+  EXPECT_EQ(grad_fn_name(y), "ConvolutionBackward0");
+  EXPECT_TRUE(std::get<1>(at::_unpack_dual(y, level)).defined()) << "stock computes the tangent";
+  EXPECT_EQ(after.fallbacks[MEMSAVE_FAMILY_CONV], before.fallbacks[MEMSAVE_FAMILY_CONV] + 1);
+  torch::autograd::ForwardADLevel::release_idx(level);
+}
+
+TEST(Conv, CountsSubstitutionsAndBytes) {
+  ConvCase c;
+  Data d = make_data(c);
+  auto before = memsave_test::stats();
+  at::Tensor x = d.x.clone().requires_grad_(true);
+  with_memsave(true, [&] { return conv(c, x, d.w, d.b); });
+  auto after = memsave_test::stats();
+  EXPECT_EQ(after.substituted[MEMSAVE_FAMILY_CONV], before.substituted[MEMSAVE_FAMILY_CONV] + 1);
+  const uint64_t xb = x.numel() * 4, wb = d.w.numel() * 4;
+  EXPECT_EQ(after.bytes_kept - before.bytes_kept, wb);
+  EXPECT_EQ(after.bytes_stock - before.bytes_stock, xb + wb);
+}
+
+TEST(Conv, HooksAreActive) { EXPECT_EQ(memsave_is_active(), 1); }
+
+}  // namespace

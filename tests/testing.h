@@ -1,0 +1,68 @@
+// SPDX-License-Identifier: MIT
+// testing.h: helpers shared by the in-process hooks tests: bitwise comparison (NaN and -0.0
+// aware), error-substring checks, and running the same code with and without libmemsave.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/function.h>
+
+#include <cstring>
+#include <functional>
+#include <string>
+
+#include "memsave.h"
+
+namespace memsave_test {
+
+// Equal as stored bytes: same defined-ness, dtype, sizes, strides and every byte of the
+// elements. NaN payloads, -0.0 and +-inf are compared as bits.
+inline ::testing::AssertionResult bitwise_equal(const at::Tensor& a, const at::Tensor& b) {
+  if (a.defined() != b.defined())
+    return ::testing::AssertionFailure() << "defined " << a.defined() << " vs " << b.defined();
+  if (!a.defined()) return ::testing::AssertionSuccess();
+  if (a.scalar_type() != b.scalar_type())
+    return ::testing::AssertionFailure() << "dtype " << a.scalar_type() << " vs " << b.scalar_type();
+  if (a.sizes() != b.sizes()) return ::testing::AssertionFailure() << "sizes " << a.sizes() << " vs " << b.sizes();
+  if (a.strides() != b.strides())
+    return ::testing::AssertionFailure() << "strides " << a.strides() << " vs " << b.strides();
+  at::Tensor ca = a.detach().cpu().contiguous(), cb = b.detach().cpu().contiguous();
+  if (std::memcmp(ca.data_ptr(), cb.data_ptr(), ca.numel() * ca.element_size()) != 0) {
+    at::Tensor diff = (ca.to(at::kDouble) - cb.to(at::kDouble)).abs();
+    return ::testing::AssertionFailure() << "values differ; max |diff| " << diff.max().item<double>();
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// Runs `fn` with substitution switched on or off, restoring the previous state.
+template <class Fn>
+auto with_memsave(bool on, Fn&& fn) -> decltype(fn()) {
+  struct Restore {
+    int prev;
+    ~Restore() { memsave_set_enabled(prev); }
+  } restore{memsave_set_enabled(on)};
+  return fn();
+}
+
+// The message of the exception `fn` throws, or "" when it does not throw.
+inline std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+inline std::string grad_fn_name(const at::Tensor& t) {
+  return t.grad_fn() ? t.grad_fn()->name() : std::string("(none)");
+}
+
+inline memsave_stats stats() {
+  memsave_stats st;
+  memsave_get_stats(&st, sizeof st);
+  return st;
+}
+
+}  // namespace memsave_test
