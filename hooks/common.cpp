@@ -75,6 +75,13 @@ Registrar::Registrar()
   // node of the host, and the dispatcher may run during static destruction.
 }
 
+namespace {
+// Filled by the FamilyRegistration objects of the family files at load time.
+void (*g_families[MEMSAVE_FAMILY_SLOTS])(Registrar&);
+}
+
+FamilyRegistration::FamilyRegistration(memsave_family_t family, void (*fn)(Registrar&)) { g_families[family] = fn; }
+
 void Registrar::impl(const char* name, torch::CppFunction (*make)()) {
   cpu_->impl(name, make());
   cuda_->impl(name, make());
@@ -88,11 +95,14 @@ extern "C" __attribute__((visibility("default"))) int memsave_hooks_init(struct 
   try {
     g_shared = shared;
     std::snprintf(shared->torch_version, sizeof shared->torch_version, "%s", TORCH_VERSION);
-    shared->families_built = 1u << MEMSAVE_FAMILY_CONV;
+    shared->families_built = 0;
+    for (int f = 0; f < MEMSAVE_FAMILY_SLOTS; f++)
+      if (g_families[f]) shared->families_built |= 1u << f;
     install_counting_allocator();
     if (!shared->register_kernels) return 0;
     static Registrar registrar;  // constructed once; init is called once by the shim
-    if (shared->ops_mask & (1u << MEMSAVE_FAMILY_CONV)) register_conv(registrar);
+    for (int f = 0; f < MEMSAVE_FAMILY_SLOTS; f++)
+      if (g_families[f] && (shared->ops_mask & (1u << f))) g_families[f](registrar);
     return 0;
   } catch (const std::exception& e) {
     shared->log(0, "warning: the hooks failed to register: %s", e.what());

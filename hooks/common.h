@@ -62,8 +62,10 @@ struct Geometry {
   at::Tensor empty_strided() const { return at::empty_strided(sizes, strides, options); }
 };
 
-// Registration: each family file defines `void register_<family>(Registrar&)` and the
-// init code calls the ones enabled in MEMSAVE_OPS.
+// Registration: each family file ends with
+//   static const FamilyRegistration registration(MEMSAVE_FAMILY_X, &register_x);
+// memsave_hooks_init then calls register_x for the families enabled in MEMSAVE_OPS, and
+// reports the registered families as built.
 class Registrar {
  public:
   Registrar();
@@ -75,6 +77,8 @@ class Registrar {
   torch::Library* cuda_;
 };
 
-void register_conv(Registrar& r);
+struct FamilyRegistration {
+  FamilyRegistration(memsave_family_t family, void (*fn)(Registrar&));
+};
 
 }  // namespace memsave

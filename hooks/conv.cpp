@@ -131,8 +131,11 @@ void convolution_autograd(const c10::OperatorHandle& op, c10::DispatchKeySet ks,
 
 }  // namespace
 
+namespace {
 void register_conv(Registrar& r) {
   r.impl("convolution", [] { return torch::CppFunction::makeFromBoxedFunction<&convolution_autograd>(); });
 }
+const FamilyRegistration registration(MEMSAVE_FAMILY_CONV, &register_conv);
+}  // namespace
 
 }  // namespace memsave
