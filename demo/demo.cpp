@@ -1,76 +1,70 @@
 // SPDX-License-Identifier: MIT
-// memsave-demo: adversarial-example steps on a small frozen CNN. Only the input image needs
-// a gradient, so stock keeps every convolution's input for backward and libmemsave keeps
-// none. Deterministic: fixed seed, synthetic data, one loss line per step.
+// memsave-demo: selective-differentiation workloads for A/B runs with and without
+// libmemsave. Deterministic: fixed seed, synthetic data, one loss line per step. It does not
+// link libmemsave: it is an unmodified LibTorch host.
 //
-//   build/memsave-demo [--batch N] [--size S] [--steps K] [--width C] [--depth D]
-#include <torch/torch.h>
-
+//   memsave-demo [--scenario NAME] [--model NAME] [--batch N] [--size S] [--steps K]
+//                [--threads T] [--list]
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
+#include "scenarios.h"
+
 namespace {
 
-struct Options {
-  int64_t batch = 16, size = 64, steps = 3, width = 32, depth = 8;
-};
-
-Options parse(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    int64_t v = std::atoll(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--batch")) o.batch = v;
-    else if (!std::strcmp(argv[i], "--size")) o.size = v;
-    else if (!std::strcmp(argv[i], "--steps")) o.steps = v;
-    else if (!std::strcmp(argv[i], "--width")) o.width = v;
-    else if (!std::strcmp(argv[i], "--depth")) o.depth = v;
-    else {
-      std::fprintf(stderr, "memsave-demo: unknown option %s\n", argv[i]);
-      std::exit(2);
-    }
-  }
-  return o;
+void usage(FILE* f) {
+  std::fprintf(f,
+               "usage: memsave-demo [--scenario NAME] [--model NAME] [--batch N] [--size S] [--steps K] "
+               "[--threads T]\n       memsave-demo --list\n");
 }
-
-// A plain stack of frozen 3x3 convolutions with a linear read-out. (The fuller scenarios
-// with batch norm, ReLU and pooling come with those families.)
-struct FrozenCnn : torch::nn::Module {
-  torch::nn::Sequential body;
-  torch::nn::Linear head{nullptr};
-  FrozenCnn(int64_t width, int64_t depth) {
-    body->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(3, width, 3).padding(1)));
-    for (int64_t i = 1; i < depth; i++)
-      body->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(width, width, 3).padding(1)));
-    register_module("body", body);
-    head = register_module("head", torch::nn::Linear(width, 10));
-  }
-  torch::Tensor forward(torch::Tensor x) { return head(body->forward(x).mean({2, 3})); }
-};
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  Options o = parse(argc, argv);
-  torch::manual_seed(0);
-  torch::set_num_threads(1);  // the same reduction order in every run
-  FrozenCnn model(o.width, o.depth);
-  model.eval();
-  for (auto& p : model.parameters()) p.set_requires_grad(false);
-
-  torch::Tensor image = torch::rand({o.batch, 3, o.size, o.size});
-  torch::Tensor target = torch::randint(0, 10, {o.batch});
-  torch::Tensor delta = torch::zeros_like(image).set_requires_grad(true);
-  const double eps = 8.0 / 255, alpha = 2.0 / 255;
-  for (int64_t step = 0; step < o.steps; step++) {
-    torch::Tensor loss = torch::nn::functional::cross_entropy(model.forward(image + delta), target);
-    loss.backward();
-    {
-      torch::NoGradGuard no_grad;
-      delta.add_(delta.grad().sign() * alpha).clamp_(-eps, eps);
-      delta.grad().zero_();
+  memsave_demo::ScenarioOptions o;
+  int64_t threads = 0;
+  for (int i = 1; i < argc; i++) {
+    const char* a = argv[i];
+    if (!std::strcmp(a, "--list")) {
+      std::printf("scenarios:");
+      for (const auto& s : memsave_demo::scenario_names()) std::printf(" %s", s.c_str());
+      std::printf("\nmodels:");
+      for (const auto& m : memsave_demo::model_names()) std::printf(" %s", m.c_str());
+      std::printf("\n");
+      return 0;
     }
-    std::printf("step %lld loss %.9f\n", static_cast<long long>(step), loss.item<double>());
+    if (!std::strcmp(a, "--help") || !std::strcmp(a, "-h")) {
+      usage(stdout);
+      return 0;
+    }
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "memsave-demo: %s needs a value\n", a);
+      usage(stderr);
+      return 2;
+    }
+    const char* v = argv[++i];
+    if (!std::strcmp(a, "--scenario")) o.scenario = v;
+    else if (!std::strcmp(a, "--model")) o.model = v;
+    else if (!std::strcmp(a, "--batch")) o.batch = std::atoll(v);
+    else if (!std::strcmp(a, "--size")) o.size = std::atoll(v);
+    else if (!std::strcmp(a, "--steps")) o.steps = std::atoll(v);
+    else if (!std::strcmp(a, "--threads")) threads = std::atoll(v);
+    else {
+      std::fprintf(stderr, "memsave-demo: unknown option %s\n", a);
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (threads > 0) torch::set_num_threads(static_cast<int>(threads));
+  try {
+    std::printf("scenario %s model %s batch %lld size %lld\n", o.scenario.c_str(), o.model.c_str(),
+                (long long)o.batch, (long long)o.size);
+    std::vector<double> losses = memsave_demo::run_scenario(o);
+    for (size_t i = 0; i < losses.size(); i++) std::printf("step %zu loss %.9f\n", i, losses[i]);
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "memsave-demo: %s\n", e.what_without_backtrace());
+    return 1;
   }
   return 0;
 }

@@ -1,0 +1,36 @@
+// SPDX-License-Identifier: MIT
+// scenarios.h: the selective-differentiation workloads of the demo, callable from the demo
+// program and from the tests.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "models.h"
+
+namespace memsave_demo {
+
+struct ScenarioOptions {
+  std::string scenario = "adversarial";
+  std::string model = "resnet18";
+  int64_t batch = 8;
+  int64_t size = 64;   // image side, or sequence length for the transformer
+  int64_t steps = 3;
+};
+
+// Scenarios:
+//   full        everything trainable (the control: libmemsave must not cost memory)
+//   head        only the classifier trainable; builds no graph through the backbone even in
+//               stock (the control for surgical)
+//   surgical    only the first block trainable: gradients flow through the frozen rest
+//   bitfit      only biases trainable
+//   norm        only normalisation parameters trainable
+//   adversarial frozen model in eval mode, projected-gradient steps on the input
+//   style       neural style transfer: frozen VGG features, the image is optimised
+const std::vector<std::string>& scenario_names();
+
+// Runs the scenario from a fixed seed and returns the loss of each step. Throws
+// c10::Error (TORCH_CHECK) for an unknown name or a model the scenario cannot use.
+std::vector<double> run_scenario(const ScenarioOptions& o);
+
+}  // namespace memsave_demo
