@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "models.h"
 #include "scenarios.h"
 
 namespace {

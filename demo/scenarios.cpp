@@ -3,12 +3,14 @@
 // each selective-differentiation scenario.
 #include "scenarios.h"
 
+#include "models.h"
+
 namespace F = torch::nn::functional;
 
 namespace memsave_demo {
 
 const std::vector<std::string>& scenario_names() {
-  static const std::vector<std::string> names{"full", "head", "surgical", "bitfit", "norm", "adversarial", "style"};
+  static const std::vector<std::string> names{"full", "head", "surgical", "bitfit", "norm", "adversarial", "adversarial_train", "style"};
   return names;
 }
 
@@ -27,6 +29,7 @@ double train_steps(Model& m, const std::vector<torch::Tensor>& trainable, const 
   torch::optim::SGD opt(trainable, torch::optim::SGDOptions(0.01).momentum(0.9));
   torch::Tensor input = m.make_input(o.batch, o.size);
   torch::Tensor target = torch::randint(0, m.classes(), {o.batch});
+  if (o.before_first_step) o.before_first_step();
   for (int64_t step = 0; step < o.steps; step++) {
     opt.zero_grad();
     torch::Tensor loss = F::cross_entropy(m.forward(input), target);
@@ -37,14 +40,15 @@ double train_steps(Model& m, const std::vector<torch::Tensor>& trainable, const 
   return losses.back();
 }
 
-void adversarial(Model& m, const ScenarioOptions& o, std::vector<double>& losses) {
+void adversarial(Model& m, const ScenarioOptions& o, bool train_mode, std::vector<double>& losses) {
   TORCH_CHECK(m.input_is_image(), "adversarial: expected an image model, got ", o.model);
   freeze_all_but(m, {});
-  m.eval();
+  m.train(train_mode);
   torch::Tensor image = m.make_input(o.batch, o.size);
   torch::Tensor target = torch::randint(0, m.classes(), {o.batch});
   torch::Tensor delta = torch::zeros_like(image).set_requires_grad(true);
   const double eps = 8.0 / 255, alpha = 2.0 / 255;
+  if (o.before_first_step) o.before_first_step();
   for (int64_t step = 0; step < o.steps; step++) {
     torch::Tensor loss = F::cross_entropy(m.forward(image + delta), target);
     loss.backward();
@@ -76,6 +80,7 @@ void style(Model& m, const ScenarioOptions& o, std::vector<double>& losses) {
   }
   torch::Tensor image = content.clone().set_requires_grad(true);
   torch::optim::Adam opt({image}, torch::optim::AdamOptions(0.01));
+  if (o.before_first_step) o.before_first_step();
   for (int64_t step = 0; step < o.steps; step++) {
     opt.zero_grad();
     std::vector<torch::Tensor> f = m.features(image);
@@ -103,7 +108,8 @@ std::vector<double> run_scenario(const ScenarioOptions& o) {
     auto norm = m->norm_parameters();
     TORCH_CHECK(!norm.empty(), "norm: ", o.model, " has no normalisation layers");
     train_steps(*m, norm, o, losses);
-  } else if (s == "adversarial") adversarial(*m, o, losses);
+  } else if (s == "adversarial") adversarial(*m, o, /*train_mode=*/false, losses);
+  else if (s == "adversarial_train") adversarial(*m, o, /*train_mode=*/true, losses);
   else if (s == "style") style(*m, o, losses);
   else TORCH_CHECK(false, "unknown scenario ", s);
   return losses;

@@ -3,10 +3,10 @@
 // program and from the tests.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
-
-#include "models.h"
 
 namespace memsave_demo {
 
@@ -16,6 +16,9 @@ struct ScenarioOptions {
   int64_t batch = 8;
   int64_t size = 64;   // image side, or sequence length for the transformer
   int64_t steps = 3;
+  // Called once the model, data and optimiser exist, just before the first step: the
+  // tests reset the peak here, so that they measure what training adds.
+  std::function<void()> before_first_step;
 };
 
 // Scenarios:
@@ -26,6 +29,7 @@ struct ScenarioOptions {
 //   bitfit      only biases trainable
 //   norm        only normalisation parameters trainable
 //   adversarial frozen model in eval mode, projected-gradient steps on the input
+//   adversarial_train  the same with the model in train mode (batch norm uses batch statistics)
 //   style       neural style transfer: frozen VGG features, the image is optimised
 const std::vector<std::string>& scenario_names();
 
