@@ -72,7 +72,7 @@ class MemsaveDropoutBackward final : public Node {
     at::Tensor noise;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      noise = at::mul(mask_.unpack(value_.scalar_type()), value_);
+      noise = mask_.unpack(value_.scalar_type()).mul_(value_);  // in place: one noise-sized buffer
     }
     out[0] = at::mul(grad, noise);  // stock: mul_tensor_backward(grad, other) = grad * other.conj()
     return out;
@@ -182,6 +182,14 @@ void dropout_autograd(const c10::OperatorHandle& op, c10::DispatchKeySet ks, tor
   if (Inplace) torch::autograd::check_inplace(input, /*requires_grad=*/true);
   std::shared_ptr<MemsaveDropoutBackward> node(new MemsaveDropoutBackward(), torch::autograd::deleteNode);
   node->set_next_edges(torch::autograd::collect_next_edges(input));
+  {
+    // Packed before the product is allocated, so that the packing's temporaries and the
+    // output are never alive together.
+    at::AutoDispatchBelowADInplaceOrView guard;
+    BitMask mask(noise);
+    count_substituted(F, mask.nbytes() + tensor_bytes(value), tensor_bytes(noise));
+    node->keep(std::move(mask), std::move(value));
+  }
   at::Tensor result;
   if (Inplace) {
     at::AutoDispatchBelowAutograd guard;  // ADInplaceOrView bumps the version counter
@@ -191,12 +199,7 @@ void dropout_autograd(const c10::OperatorHandle& op, c10::DispatchKeySet ks, tor
     at::AutoDispatchBelowADInplaceOrView guard;
     result = at::mul(input, noise);
   }
-  {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    BitMask mask(noise);
-    count_substituted(F, mask.nbytes() + tensor_bytes(value), tensor_bytes(noise));
-    node->keep(std::move(mask), std::move(value));
-  }
+  noise.reset();
   if (Inplace) {
     torch::autograd::rebase_history(result, node);
   } else {

@@ -88,13 +88,19 @@ class PoolBackward : public Node {
 };
 
 // Note [Window offsets]: stock's index of a maximum is its flat position in the input plane
-// of its (batch, channel): h * W + w in 2-d, (d * H + h) * W + w in 3-d. Every kernel (CPU,
-// channels_last, CUDA) only picks elements of the window, so with the window of output
-// position o starting at o * stride - padding in each dimension, the index is fully given by
-// the window-local position k (0 <= k < kernel size, the element at start + k * dilation),
-// flattened as (k_d * K_h + k_h) * K_w + k_w. Rebuilding the index from k is exact integer
-// arithmetic with plain tensor ops, so it runs on every device; ceil_mode only adds output
-// positions, whose windows follow the same rule.
+// of its (batch, channel): index = sum_d i_d P_d, with S_d the input's spatial sizes and
+// P_d = S_{d+1} ... S_{n-1} the plane's strides. Every kernel (CPU, channels_last, CUDA)
+// picks an element of the maximum's window, and the window of output position o has its
+// element k_d (0 <= k_d < K_d, the kernel size) at i_d = s_d + k_d dil_d, where
+// s_d = o_d stride_d - padding_d; ceil_mode only adds output positions, whose windows follow
+// the same rule. We keep the window-local position k = sum_d k_d Q_d, with
+// Q_d = K_{d+1} ... K_{n-1}: below 256 for a window of at most 256 elements. Both directions
+// are exact integer arithmetic in plain tensor ops, so they run on every device:
+//   k     = index - sum_{d<n-1} i_d (P_d - Q_d) - sum_d s_d Q_d          (no dilation)
+//   index = k dil_{n-1} + sum_{d<n-1} k_d (dil_d P_d - dil_{n-1} Q_d) + sum_d s_d P_d
+// where i_d and k_d come from index and k by integer division, and the sums over s_d are
+// small tensors of the output's spatial shape. A dimension with S_d == 1 (the 1-d pools,
+// which run as 2-d pools of height 1) has i_d == 0; one with K_d == 1 has k_d == 0.
 struct Windows {
   std::vector<int64_t> kernel, stride, padding, dilation;  // one entry per spatial dimension
 
@@ -109,6 +115,64 @@ struct Windows {
     return at::kInt;
   }
 
+  // Window-local positions from stock's indices. `in`: the input's spatial sizes. In-place
+  // ops without alpha only: they are the vectorised ones for integers.
+  at::Tensor offsets(const at::Tensor& indices, at::IntArrayRef in) const {
+    for (int64_t d : dilation)
+      if (d != 1) return offsets_dilated(indices, in);
+    const int n = dims();
+    const std::vector<int64_t> P = strides_of(in), Q = strides_of(kernel);
+    at::Tensor k, outer;  // outer: index / P_{d-1}, the flat position of (i_0 .. i_{d-1})
+    for (int d = 0; d + 1 < n; d++) {
+      if (in[d] == 1) continue;
+      at::Tensor flat = indices.div(P[d], "trunc");  // indices are never negative
+      at::Tensor i = outer.defined() ? flat.sub(outer.mul(in[d])) : d + 2 < n ? flat.clone() : flat;
+      outer = flat;
+      i.mul_(Q[d] - P[d]);
+      k = k.defined() ? k.add_(i) : i.add_(indices);
+    }
+    const at::Tensor starts = start_sum(indices, Q);
+    k = k.defined() ? k.sub_(starts) : indices.sub(starts);
+    return k.to(offset_dtype());
+  }
+
+  // Stock's int64 indices from window-local positions; checked against the plane's size,
+  // since out-of-range indices crash the CPU kernel. The divisions run on the narrow type
+  // (every divisor is below the window's size, so it fits).
+  at::Tensor indices(const at::Tensor& offsets, at::IntArrayRef in) const {
+    const int n = dims();
+    const std::vector<int64_t> P = strides_of(in), Q = strides_of(kernel);
+    const int64_t last = dilation[n - 1];
+    at::Tensor index, outer;  // outer: k / Q_{d-1}
+    for (int d = 0; d + 1 < n; d++) {
+      if (kernel[d] == 1) continue;
+      at::Tensor flat = offsets.div(Q[d], "trunc");
+      at::Tensor kd = outer.defined() ? flat.sub(outer.mul(kernel[d])) : flat;
+      outer = flat;
+      at::Tensor term = kd.to(at::kLong).mul_(dilation[d] * P[d] - last * Q[d]);
+      index = index.defined() ? index.add_(term) : term;
+    }
+    at::Tensor k = offsets.to(at::kLong);
+    if (last != 1) k.mul_(last);
+    index = index.defined() ? index.add_(k) : k;
+    index.add_(start_sum(offsets, P));
+    if (index.numel() > 0) {
+      auto range = at::aminmax(index);
+      const int64_t lo = std::get<0>(range).item<int64_t>(), hi = std::get<1>(range).item<int64_t>();
+      const int64_t plane = P[0] * in[0];
+      TORCH_INTERNAL_ASSERT(lo >= 0 && hi < plane, "memsave: rebuilt max-pool indices out of range [", lo, ", ", hi,
+                            "] for a plane of ", plane);
+    }
+    return index;
+  }
+
+ private:
+  static std::vector<int64_t> strides_of(at::IntArrayRef sizes) {
+    std::vector<int64_t> strides(sizes.size(), 1);
+    for (int d = static_cast<int>(sizes.size()) - 2; d >= 0; d--) strides[d] = strides[d + 1] * sizes[d + 1];
+    return strides;
+  }
+
   // The first position of each window along spatial dimension d, shaped to broadcast
   // against a tensor whose last dims() dimensions are the output positions.
   at::Tensor starts(int d, int64_t outputs, const at::Device& device) const {
@@ -120,47 +184,35 @@ struct Windows {
         .view(shape);
   }
 
-  // Window-local positions from stock's indices. `in`: the input's spatial sizes.
-  at::Tensor offsets(const at::Tensor& indices, at::IntArrayRef in) const {
+  // sum_d s_d w_d over the output positions of `t` (whose last dims() dimensions are the
+  // output positions): a small int64 tensor of the output's spatial shape.
+  at::Tensor start_sum(const at::Tensor& t, const std::vector<int64_t>& w) const {
     const int n = dims();
-    const at::IntArrayRef out = indices.sizes().slice(indices.dim() - n);
+    at::Tensor sum;
+    for (int d = 0; d < n; d++) {
+      at::Tensor s = starts(d, t.size(t.dim() - n + d), t.device()).mul_(w[d]);
+      sum = sum.defined() ? sum + s : s;
+    }
+    return sum;
+  }
+
+  // offsets() with dilation: k_d = (i_d - s_d) / dil_d, one dimension at a time.
+  at::Tensor offsets_dilated(const at::Tensor& indices, at::IntArrayRef in) const {
+    const int n = dims();
     std::vector<at::Tensor> coord(n);
     at::Tensor rest = indices;
     for (int d = n - 1; d > 0; d--) {
       coord[d] = rest.remainder(in[d]);
-      rest = rest.div(in[d], "trunc");  // indices are never negative
+      rest = rest.div(in[d], "trunc");
     }
     coord[0] = rest;
     at::Tensor local;
     for (int d = 0; d < n; d++) {
-      at::Tensor k = coord[d].sub(starts(d, out[d], indices.device()));
+      at::Tensor k = coord[d].sub(starts(d, indices.size(indices.dim() - n + d), indices.device()));
       if (dilation[d] != 1) k = k.div(dilation[d], "trunc");
       local = d == 0 ? k : local.mul_(kernel[d]).add_(k);
     }
     return local.to(offset_dtype());
-  }
-
-  // Stock's int64 indices from window-local positions; checked against the plane's size,
-  // since out-of-range indices crash the CPU kernel.
-  at::Tensor indices(const at::Tensor& offsets, at::IntArrayRef in) const {
-    const int n = dims();
-    const at::IntArrayRef out = offsets.sizes().slice(offsets.dim() - n);
-    at::Tensor rest = offsets.to(at::kLong), index;
-    int64_t plane = 1;
-    for (int d = n - 1; d >= 0; d--) {
-      at::Tensor k = d > 0 ? rest.remainder(kernel[d]) : rest;
-      if (d > 0) rest = rest.div(kernel[d], "trunc");
-      at::Tensor coord = k.mul(dilation[d]).add_(starts(d, out[d], offsets.device()));
-      index = d == n - 1 ? coord : index.add_(coord.mul_(plane));
-      plane *= in[d];
-    }
-    if (index.numel() > 0) {
-      auto range = at::aminmax(index);
-      const int64_t lo = std::get<0>(range).item<int64_t>(), hi = std::get<1>(range).item<int64_t>();
-      TORCH_INTERNAL_ASSERT(lo >= 0 && hi < plane, "memsave: rebuilt max-pool indices out of range [", lo, ", ", hi,
-                            "] for a plane of ", plane);
-    }
-    return index;
   }
 };
 

@@ -421,6 +421,25 @@ TEST(Pool, RetainGraphAllowsSecondBackward) {
   EXPECT_TRUE(bitwise_equal(twice(false), twice(true)));
 }
 
+// Documented difference: we do not keep the input, and backward does not need it, so an
+// in-place change of the input after pooling no longer raises.
+TEST(Pool, InputModifiedInPlaceNoLongerRaises) {
+  for (const PoolFn& fn : {max_pool(2, {2}, {2}, {0}, {1}, false, false), avg_pool(2, {2}, {2}, {0}, false, true, 2),
+                           adaptive_avg_pool(2, {3, 3}), adaptive_avg_pool(2, {1, 1})}) {
+    auto attempt = [&](bool on) {
+      return with_memsave(on, [&] {
+        at::Tensor leaf = make_input(2, true, Layout::kContiguous, at::kFloat).requires_grad_(true);
+        at::Tensor x = leaf * 1;
+        at::Tensor s = fn(x)[0].sum();
+        x.mul_(2);
+        return error_of([&] { s.backward(); });
+      });
+    };
+    EXPECT_NE(attempt(false).find("modified by an inplace operation"), std::string::npos);
+    EXPECT_EQ(attempt(true), "");
+  }
+}
+
 TEST(Pool, UndefinedIncomingGradient) {
   at::Tensor x = make_input(2, true, Layout::kContiguous, at::kFloat).requires_grad_(true);
   at::Tensor y = with_memsave(true, [&] { return at::max_pool2d(x, {2}); });
