@@ -80,7 +80,8 @@ const Frame* lookup(uintptr_t pc) {
   return nullptr;
 }
 
-// Called with g_lock held. A full neighbourhood just means this address is classified again.
+// Called with g_lock held. A full neighbourhood (never seen: 64 probes in 16384 slots) only
+// means that this address is classified again next time.
 void insert(uintptr_t pc, Kind kind, int32_t index) {
   for (size_t i = 0, s = slot_of(pc); i < kProbes; i++, s = (s + 1) & (kCacheSlots - 1)) {
     uintptr_t p = g_cache[s].pc.load(std::memory_order_relaxed);
@@ -189,31 +190,37 @@ void classify(uintptr_t pc, Kind* kind, int32_t* index) {
   const char* base = slash ? slash + 1 : path;
   const uint64_t offset = found ? pc - 1 - reinterpret_cast<uintptr_t>(info.dli_fbase) : pc - 1;
 
-  char mangled[1024] = "", symbol[sizeof(memsave_site::symbol)] = "", op[64];
-  *kind = Kind::Skip;
-  *index = -1;
-  pthread_mutex_lock(&g_lock);
+  char mangled[1024] = "", symbol[sizeof(memsave_site::symbol)] = "", op[64] = "";
+  Kind k = Kind::Skip;
   if (starts_with(base, "libmemsave")) {
-    if (symbolize(pc, mangled, sizeof mangled, symbol, sizeof symbol) && kernel_op(symbol, op, sizeof op)) {
-      *kind = Kind::Kernel;
-      *index = op_index(op);
-    }
+    if (symbolize(pc, mangled, sizeof mangled, symbol, sizeof symbol) && kernel_op(symbol, op, sizeof op))
+      k = Kind::Kernel;
   } else if (library_module(path, base)) {
-    *kind = Kind::Skip;
+    k = Kind::Skip;
   } else if (interpreter_module(base)) {
-    *kind = Kind::Interpreter;
+    k = Kind::Interpreter;
   } else {
     const bool named = symbolize(pc, mangled, sizeof mangled, symbol, sizeof symbol);
-    if (named && header_code(mangled)) {
-      *kind = Kind::Skip;
-    } else {
+    if (!named || !header_code(mangled)) {
+      k = Kind::Site;
       if (!named) std::snprintf(symbol, sizeof symbol, "0x%llx", static_cast<unsigned long long>(offset));
-      *kind = Kind::Site;
-      *index = new_site(symbol, base, offset);
     }
   }
-  insert(pc, *kind, *index);
+  // Only the tables are touched under the lock; unwinding and symbol lookup are done above,
+  // so that the lock is never held while libunwind or the loader takes its own.
+  int32_t i = -1;
+  pthread_mutex_lock(&g_lock);
+  if (const Frame* f = lookup(pc)) {  // another thread classified it meanwhile
+    k = f->kind;
+    i = f->index;
+  } else {
+    if (k == Kind::Kernel) i = op_index(op);
+    if (k == Kind::Site) i = new_site(symbol, base, offset);
+    insert(pc, k, i);
+  }
   pthread_mutex_unlock(&g_lock);
+  *kind = k;
+  *index = i;
 }
 
 // The site of an operator, for Python hosts (Note [Python attribution]).

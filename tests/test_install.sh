@@ -69,6 +69,7 @@ if cmake -S "$tmp" -B "$tmp/app-build" -DCMAKE_PREFIX_PATH="$tmp/moved" >"$tmp/c
 else
   fail "find_package(memsave): configure and build" "$(tail -20 "$tmp/cmake.log")"
 fi
+command -v pkg-config >/dev/null || fail "pkg-config" "pkg-config is not installed (Debian: pkg-config)"
 flags=$(PKG_CONFIG_PATH="$tmp/moved/$libdir/pkgconfig" pkg-config --cflags --libs memsave)
 expect_has "pkg-config: flags point into the moved prefix" "$flags" "-I$tmp/moved/.*include"
 if cc "$tmp/app.c" -o "$tmp/app-pc" $flags 2>"$tmp/cc.log"; then
