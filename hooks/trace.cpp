@@ -13,10 +13,14 @@
 // insert under g_lock and publish the address last. A traced node then costs one unwind to
 // the first host frame plus one table probe per frame (Note [Trace cost]).
 //
-// Note [Trace cost]: measured on the development machine (2 cores, LibTorch 1.13.1,
-// tests/trace_host.cpp and demo/memsave-demo; see the figures in the final report of issue
-// 5): a few microseconds per substituted node, against tens of microseconds to milliseconds
-// for the convolution itself. The report states the measured time per node of each run.
+// Note [Trace cost]: the tracer measures its own CPU time (CLOCK_THREAD_CPUTIME_ID, so the
+// machine's load does not count) and the report prints it per node. On the development
+// machine (2 shared cores, LibTorch 1.13, scripts/bench_trace.sh): about 1.2 us of CPU per
+// substituted node once the frames are known, plus about 3.5 ms once per process for the
+// first symbol lookups. memsave-demo with tiny convolutions (batch 1, 8x8, width 8, 1600
+// nodes), the worst case we tried, spends about 56 us of CPU per node, so tracing costs it
+// about 2-5 %; the default demo (24 nodes of milliseconds each) shows no measurable
+// difference in whole-process CPU time.
 //
 // Note [Python attribution]: in a Python host the first frame outside LibTorch is the
 // interpreter's, which says nothing about the Python line. There we attribute to the
@@ -65,6 +69,13 @@ Op g_ops[kMaxOps];
 int g_nops;
 int32_t g_family_site[MEMSAVE_FAMILY_SLOTS];
 memsave_trace g_table;
+// The mangled names of the sites, demangled into g_table at exit.
+constexpr uint64_t kNoOffset = ~uint64_t{0};
+struct SiteName {
+  char mangled[1024];
+  uint64_t offset;
+};
+SiteName g_site_names[MEMSAVE_MAX_SITES];
 pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 
 const char* const kFamilyNames[MEMSAVE_FAMILY_COUNT] = {"conv", "linear", "batchnorm", "relu", "pool", "dropout"};
@@ -109,26 +120,53 @@ bool library_module(const char* path, const char* base) {
 
 bool interpreter_module(const char* base) { return starts_with(base, "python") || starts_with(base, "libpython"); }
 
-// The first name of a mangled symbol's scope ("at" for _ZN2at6native...), so that code from
-// LibTorch's and the standard library's headers, instantiated inside the host, is skipped.
-bool header_code(const char* mangled) {
+// The names of a mangled symbol's scope, in order: "at", "native", "conv" for
+// _ZN2at6native4conv...; `fn` is called with each and stops the walk by returning true.
+template <class Fn>
+bool any_scope_name(const char* mangled, Fn&& fn) {
   if (!starts_with(mangled, "_Z")) return false;
   const char* p = mangled + 2;
-  if (*p == 'N') p++;
+  const bool nested = *p == 'N';
+  if (nested) p++;
   while (*p == 'K' || *p == 'V' || *p == 'r') p++;
-  if (p[0] == 'S' && p[1] == 't') return true;  // std::
-  char* end;
-  long len = std::strtol(p, &end, 10);
-  if (end == p || len <= 0) return false;
-  static const char* const scopes[] = {"at", "c10", "torch", "caffe2", "__gnu_cxx", "__cxxabiv1"};
-  for (const char* s : scopes)
-    if (static_cast<size_t>(len) == std::strlen(s) && std::strncmp(end, s, static_cast<size_t>(len)) == 0) return true;
+  if (p[0] == 'S' && p[1] == 't') return fn("std", size_t{3});
+  do {
+    char* end;
+    const long len = std::strtol(p, &end, 10);
+    if (end == p || len <= 0 || std::strlen(end) < static_cast<size_t>(len)) return false;
+    if (fn(end, static_cast<size_t>(len))) return true;
+    p = end + len;
+  } while (nested && std::isdigit(static_cast<unsigned char>(*p)));
   return false;
 }
 
-// "name+0xoff" of the frame whose return address is `pc`, demangled; false without a symbol.
-// Walks a cursor from here to that frame: slow, but done once per address.
-bool symbolize(uintptr_t pc, char* mangled, size_t mcap, char* out, size_t cap) {
+// Code from LibTorch's and the standard library's headers, instantiated inside the host
+// (at::conv2d, torch::nn::Sequential::forward, std::function): not a call site.
+bool header_code(const char* mangled) {
+  static const char* const scopes[] = {"std", "at", "c10", "torch", "caffe2", "__gnu_cxx", "__cxxabiv1"};
+  return any_scope_name(mangled, [](const char* name, size_t len) {
+    for (const char* s : scopes)
+      if (len == std::strlen(s) && std::strncmp(name, s, len) == 0) return true;
+    return false;
+  });
+}
+
+// "aten::convolution" from the mangled name of memsave::(anonymous)::convolution_autograd.
+bool kernel_op(const char* mangled, char* out, size_t cap) {
+  return any_scope_name(mangled, [&](const char* name, size_t len) {
+    constexpr size_t kSuffix = sizeof("_autograd") - 1;
+    if (len <= kSuffix || std::strncmp(name + len - kSuffix, "_autograd", kSuffix) != 0) return false;
+    std::snprintf(out, cap, "aten::%.*s", static_cast<int>(len - kSuffix), name);
+    return true;
+  });
+}
+
+// The mangled name and offset of the frame whose return address is `pc`; false without a
+// symbol. Walks a cursor from here to that frame: slow, but done once per address. Names are
+// demangled only at exit (demangle_sites): __cxa_demangle's allocations, made while the host
+// runs, were seen to change glibc's adaptive mmap threshold and double the host's page
+// faults (memsave-demo: 58 thousand minor faults without, 128 thousand with).
+bool symbolize(uintptr_t pc, char* mangled, size_t cap, uint64_t* offset) {
   unw_context_t context;
   unw_cursor_t cursor;
   if (unw_getcontext(&context) != 0 || unw_init_local(&cursor, &context) != 0) return false;
@@ -137,33 +175,43 @@ bool symbolize(uintptr_t pc, char* mangled, size_t mcap, char* out, size_t cap) 
     if (unw_get_reg(&cursor, UNW_REG_IP, &ip) == 0 && ip == pc) break;
   if (ip != pc) return false;
   mangled[0] = '\0';
-  if (unw_get_proc_name(&cursor, mangled, mcap, &off) != 0 && mangled[0] == '\0') return false;
-  int status = -1;
-  char* demangled = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
-  std::snprintf(out, cap, "%s+0x%lx", status == 0 && demangled ? demangled : mangled, static_cast<unsigned long>(off));
-  std::free(demangled);
+  if (unw_get_proc_name(&cursor, mangled, cap, &off) != 0 && mangled[0] == '\0') return false;
+  *offset = off;
   return true;
 }
 
-// "aten::convolution" from "memsave::(anonymous namespace)::convolution_autograd(...)".
-bool kernel_op(const char* symbol, char* out, size_t cap) {
-  const char* at = std::strstr(symbol, "_autograd(");
-  if (!at) return false;
-  const char* begin = at;
-  while (begin > symbol && (std::isalnum(static_cast<unsigned char>(begin[-1])) || begin[-1] == '_')) begin--;
-  if (begin == at) return false;
-  std::snprintf(out, cap, "aten::%.*s", static_cast<int>(at - begin), begin);
-  return true;
-}
-
-// Called with g_lock held.
-int32_t new_site(const char* symbol, const char* module, uint64_t module_offset) {
+// Called with g_lock held. `symbol` is a mangled name (shown demangled, demangle_sites), an
+// operator name or an address; `symbol_offset` is added as "+0x..." unless it is ~0.
+int32_t new_site(const char* symbol, uint64_t symbol_offset, const char* module, uint64_t module_offset) {
   if (g_table.nsites >= MEMSAVE_MAX_SITES) return -1;
-  memsave_site& s = g_table.sites[g_table.nsites];
+  const int32_t i = g_table.nsites;
+  memsave_site& s = g_table.sites[i];
+  std::snprintf(g_site_names[i].mangled, sizeof g_site_names[i].mangled, "%s", symbol);
+  g_site_names[i].offset = symbol_offset;
   std::snprintf(s.symbol, sizeof s.symbol, "%s", symbol);
+  if (symbol_offset != kNoOffset) {
+    const size_t n = std::strlen(s.symbol);
+    std::snprintf(s.symbol + n, sizeof s.symbol - n, "+0x%llx", static_cast<unsigned long long>(symbol_offset));
+  }
   std::snprintf(s.module, sizeof s.module, "%s", module);
   s.module_offset = module_offset;
   return g_table.nsites++;
+}
+
+// Called by the report at exit, before it reads the sites: their names demangled,
+// "function(args)+0x1f" (see symbolize). Not an exit handler of our own: registering one
+// allocates in the host too, with the same effect on glibc's heap.
+void demangle_sites() {
+  for (int i = 0; i < g_table.nsites; i++) {
+    int status = -1;
+    char* demangled = abi::__cxa_demangle(g_site_names[i].mangled, nullptr, nullptr, &status);
+    if (status == 0 && demangled) {
+      memsave_site& s = g_table.sites[i];
+      std::snprintf(s.symbol, sizeof s.symbol, "%s+0x%llx", demangled,
+                    static_cast<unsigned long long>(g_site_names[i].offset));
+    }
+    std::free(demangled);
+  }
 }
 
 int32_t op_index(const char* name) {  // called with g_lock held
@@ -190,20 +238,23 @@ void classify(uintptr_t pc, Kind* kind, int32_t* index) {
   const char* base = slash ? slash + 1 : path;
   const uint64_t offset = found ? pc - 1 - reinterpret_cast<uintptr_t>(info.dli_fbase) : pc - 1;
 
-  char mangled[1024] = "", symbol[sizeof(memsave_site::symbol)] = "", op[64] = "";
+  char mangled[1024] = "", op[64] = "";
+  uint64_t symbol_offset = kNoOffset;
   Kind k = Kind::Skip;
   if (starts_with(base, "libmemsave")) {
-    if (symbolize(pc, mangled, sizeof mangled, symbol, sizeof symbol) && kernel_op(symbol, op, sizeof op))
-      k = Kind::Kernel;
+    if (symbolize(pc, mangled, sizeof mangled, &symbol_offset) && kernel_op(mangled, op, sizeof op)) k = Kind::Kernel;
   } else if (library_module(path, base)) {
     k = Kind::Skip;
   } else if (interpreter_module(base)) {
     k = Kind::Interpreter;
   } else {
-    const bool named = symbolize(pc, mangled, sizeof mangled, symbol, sizeof symbol);
+    const bool named = symbolize(pc, mangled, sizeof mangled, &symbol_offset);
     if (!named || !header_code(mangled)) {
       k = Kind::Site;
-      if (!named) std::snprintf(symbol, sizeof symbol, "0x%llx", static_cast<unsigned long long>(offset));
+      if (!named) {
+        std::snprintf(mangled, sizeof mangled, "0x%llx", static_cast<unsigned long long>(offset));
+        symbol_offset = kNoOffset;
+      }
     }
   }
   // Only the tables are touched under the lock; unwinding and symbol lookup are done above,
@@ -215,7 +266,7 @@ void classify(uintptr_t pc, Kind* kind, int32_t* index) {
     i = f->index;
   } else {
     if (k == Kind::Kernel) i = op_index(op);
-    if (k == Kind::Site) i = new_site(symbol, base, offset);
+    if (k == Kind::Site) i = new_site(mangled, symbol_offset, base, offset);
     insert(pc, k, i);
   }
   pthread_mutex_unlock(&g_lock);
@@ -232,7 +283,7 @@ int32_t operator_site(int32_t op, memsave_family_t family) {
     char name[96];
     if (op >= 0) std::snprintf(name, sizeof name, "%s", g_ops[op].name);
     else std::snprintf(name, sizeof name, "%s family", family < MEMSAVE_FAMILY_COUNT ? kFamilyNames[family] : "?");
-    *site = new_site(name, "", 0);
+    *site = new_site(name, kNoOffset, "", 0);
   }
   const int32_t result = *site;
   pthread_mutex_unlock(&g_lock);
@@ -253,6 +304,7 @@ void trace_init(struct memsave_shared* shared) {
   // Per-thread caching of unwind information: later walks of the same frames are cheap.
   unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
   shared->trace_table = &g_table;
+  g_table.finish = demangle_sites;
 }
 
 void trace_substituted(memsave_family_t family, uint64_t bytes) {

@@ -48,7 +48,8 @@ struct memsave_trace {
   uint64_t unattributed_nodes;
   uint64_t nodes;     /* nodes traced */
   uint64_t frames;    /* frames stepped, for the cost line */
-  uint64_t ns;        /* time spent unwinding and attributing */
+  uint64_t ns;        /* CPU time spent unwinding and attributing */
+  void (*finish)(void); /* called once by the report, before it reads the sites */
   struct memsave_site sites[MEMSAVE_MAX_SITES];
 };
 

@@ -199,6 +199,8 @@ void memsave__report_write(void) {
    * MEMSAVE_REPORT and must not overwrite the host's report. */
   if (written || !memsave__opts.report[0] || memsave__torch_state() == 0) return;
   written = 1;
+  struct memsave_trace *trace = memsave__shared.trace_table;
+  if (trace && trace->finish) trace->finish();
   struct memsave_stats st;
   memsave_get_stats(&st, sizeof st);
   const char *spec = memsave__opts.report;
