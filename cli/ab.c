@@ -308,8 +308,8 @@ static void print_row(const char *name, double a, double b, int bytes) {
 static void print_table(const struct cli_options *o, const struct run *runs, const struct details *d, const char *output) {
   char a[32], b[32], c[32];
   int n = o->runs;
-  printf("memsave ab: %d pair%s of runs of %s (A: stock, MEMSAVE=0; B: libmemsave, MEMSAVE=1), LibTorch %s\n\n", n,
-         n > 1 ? "s" : "", o->cmd[0], runs[1].m.torch_version);
+  printf("memsave ab: %s, LibTorch %s, %d pair%s of runs\n", o->cmd[0], runs[1].m.torch_version, n, n > 1 ? "s" : "");
+  printf("A: stock (MEMSAVE=0, measured the same way), B: libmemsave (MEMSAVE=1)\n\n");
   printf("%-24s %14s %16s %8s\n", n > 1 ? "(medians)" : "", "A (stock)", "B (libmemsave)", "B/A");
   print_row("peak CPU tensor bytes", median_of(runs, n, 0, M_CPU), median_of(runs, n, 1, M_CPU), 1);
   if (strcmp(runs[1].m.cuda, "present") == 0)

@@ -1,12 +1,13 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
-# test_cli.sh MEMSAVE LIBMEMSAVE PRELOAD_HOST TRACE_HOST FOOTPRINT_HOST DEMO SRCDIR (issue 5):
+# test_cli.sh MEMSAVE LIBMEMSAVE PRELOAD_HOST TRACE_HOST FOOTPRINT_HOST DEMO SRCDIR FAKE_C10_CUDA
+# (issue 5):
 # the memsave command (options good and bad, exit statuses, --check-output, --json, a run
 # that fails in B only, a CMD without LibTorch), the report at exit for a C++ and a Python
 # host against memsave_get_stats, call-site attribution, and the agreement of the peak
 # tensor bytes with the arithmetic of a known footprint.
 set -u
-memsave=$1 lib=$2 host=$3 trace_host=$4 footprint=$5 demo=$6 src=$7
+memsave=$1 lib=$2 host=$3 trace_host=$4 footprint=$5 demo=$6 src=$7 fake_cuda=$8
 py=/usr/bin/python3
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -138,6 +139,14 @@ stats_check "C++ host: JSON report agrees with memsave_get_stats" "$stats" "$(ls
 if ! ldd "$trace_host" | grep -q libc10_cuda; then
   check "C++ host: CUDA absent with a CPU-only LibTorch" "d['cuda'] == {'state': 'absent', 'peak_allocated_bytes': []}" "$(ls "$tmp"/cpp-*.json)"
 fi
+# CUDA through a stand-in libc10_cuda (tests/fake_c10_cuda.cpp): the peak of each device the
+# allocator knows, read with dlsym; none initialised: "unused".
+FAKE_CUDA_DEVICES=2 MEMSAVE_REPORT="$tmp/cuda-%p.json" LD_PRELOAD="$lib $fake_cuda" "$trace_host" >/dev/null
+check "CUDA: the caching allocator's peak per device" "d['cuda'] == {'state': 'present', 'peak_allocated_bytes': [1000000, 2000000]}" "$(ls "$tmp"/cuda-*.json)"
+FAKE_CUDA_DEVICES=0 MEMSAVE_REPORT="$tmp/unused-%p.json" LD_PRELOAD="$lib $fake_cuda" "$trace_host" >/dev/null
+check "CUDA: loaded but never used" "d['cuda'] == {'state': 'unused', 'peak_allocated_bytes': []}" "$(ls "$tmp"/unused-*.json)"
+out=$(FAKE_CUDA_DEVICES=1 LD_PRELOAD=$fake_cuda "$memsave" ab -- "$trace_host")
+expect_has "CUDA: ab shows the CUDA row with B/A" "$out" "peak CUDA tensor bytes  *976.6 KiB  *976.6 KiB  *1.000"
 MEMSAVE_REPORT="$tmp/cpp-%p.txt" LD_PRELOAD=$lib "$trace_host" >/dev/null
 text=$(cat "$tmp"/cpp-*.txt)
 substituted=$(sed -n 's/.*conv_substituted=\([0-9]*\).*/\1/p' <<<"$stats")
