@@ -98,12 +98,12 @@ static int parse_options(int argc, char **argv, struct cli_options *o) {
   char *saved = argv[1];
   argv[1] = prog; /* getopt's own messages then read "memsave ab: unrecognized option ..." */
   optind = 1;
-  int c, ok_bits;
+  int c, ok;
   while ((c = getopt_long(argc - 1, argv + 1, "+n:vh", longopts, NULL)) != -1) {
     switch (c) {
       case OPT_OPS:
-        memsave__parse_ops(optarg, &ok_bits);
-        if (!ok_bits)
+        memsave__parse_ops(optarg, &ok);
+        if (!ok)
           return usage_error(o, "invalid --ops list '%s' (accepted: conv, linear, batchnorm, relu, pool, dropout, "
                                 "all, none, -name)", optarg);
         o->ops = optarg;

@@ -3,8 +3,9 @@
  *
  * The shim owns one `struct memsave_shared` and passes its address to memsave_hooks_init.
  * The hooks update the counters with GCC's __atomic builtins, which C and C++ share, and
- * read the flags. Nothing else crosses between the two libraries, so the shim never links
- * LibTorch and the hooks never call back into the shim's symbols by name. */
+ * read the flags; for the report they fill in the CUDA snapshot and point to their call-site
+ * table. Nothing else crosses between the two libraries, so the shim never links LibTorch
+ * and the hooks never call back into the shim's symbols by name. */
 #ifndef MEMSAVE_HOOKS_ABI_H
 #define MEMSAVE_HOOKS_ABI_H
 
