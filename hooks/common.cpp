@@ -17,6 +17,9 @@ static struct memsave_shared* g_shared = nullptr;
 struct memsave_shared* shared() { return g_shared; }
 
 void install_counting_allocator();  // allocator.cpp
+void cuda_install_snapshot(struct memsave_shared* shared);  // cuda.cpp
+void trace_init(struct memsave_shared* shared);  // trace.cpp
+void trace_substituted(memsave_family_t family, uint64_t bytes_not_kept);  // trace.cpp
 
 bool family_on(memsave_family_t family) {
   return __atomic_load_n(&g_shared->enabled, __ATOMIC_RELAXED) && (g_shared->ops_mask & (1u << family));
@@ -56,6 +59,7 @@ void count_substituted(memsave_family_t family, uint64_t bytes_kept, uint64_t by
   __atomic_fetch_add(&g_shared->substituted[family], 1, __ATOMIC_RELAXED);
   __atomic_fetch_add(&g_shared->bytes_kept, bytes_kept, __ATOMIC_RELAXED);
   __atomic_fetch_add(&g_shared->bytes_stock, bytes_stock, __ATOMIC_RELAXED);
+  if (g_shared->trace_table) trace_substituted(family, bytes_stock > bytes_kept ? bytes_stock - bytes_kept : 0);
 }
 
 void count_passthrough(memsave_family_t family) {
@@ -99,7 +103,9 @@ extern "C" __attribute__((visibility("default"))) int memsave_hooks_init(struct 
     for (int f = 0; f < MEMSAVE_FAMILY_SLOTS; f++)
       if (g_families[f]) shared->families_built |= 1u << f;
     install_counting_allocator();
+    cuda_install_snapshot(shared);
     if (!shared->register_kernels) return 0;
+    if (shared->trace > 0) trace_init(shared);
     static Registrar registrar;  // constructed once; init is called once by the shim
     for (int f = 0; f < MEMSAVE_FAMILY_SLOTS; f++)
       if (g_families[f] && (shared->ops_mask & (1u << f))) g_families[f](registrar);

@@ -3,8 +3,9 @@
  *
  * The shim owns one `struct memsave_shared` and passes its address to memsave_hooks_init.
  * The hooks update the counters with GCC's __atomic builtins, which C and C++ share, and
- * read the flags. Nothing else crosses between the two libraries, so the shim never links
- * LibTorch and the hooks never call back into the shim's symbols by name. */
+ * read the flags; for the report they fill in the CUDA snapshot and point to their call-site
+ * table. Nothing else crosses between the two libraries, so the shim never links LibTorch
+ * and the hooks never call back into the shim's symbols by name. */
 #ifndef MEMSAVE_HOOKS_ABI_H
 #define MEMSAVE_HOOKS_ABI_H
 
@@ -16,7 +17,8 @@
 extern "C" {
 #endif
 
-#define MEMSAVE_HOOKS_ABI_VERSION 1
+/* 2: MEMSAVE_TRACE and the call-site table, the CUDA snapshot. */
+#define MEMSAVE_HOOKS_ABI_VERSION 2
 #define MEMSAVE_HOOKS_INIT_SYMBOL "memsave_hooks_init"
 
 /* A counted fallback reason: (family, static text). The hooks pass string literals. */
@@ -26,6 +28,40 @@ struct memsave_reason {
   int family;
   const char *text;
   uint64_t count;
+};
+
+/* Call-site attribution (MEMSAVE_TRACE). The hooks own one table, plain data with static
+ * storage, so that the report can read it at exit after every C++ destructor has run. */
+#define MEMSAVE_MAX_SITES 512
+
+struct memsave_site {
+  uint64_t bytes;     /* tensor bytes stock would have kept and our nodes did not */
+  uint64_t nodes;     /* substituted nodes built from this call site */
+  char symbol[160];   /* "function+0x1f", or the operator name (Python hosts) */
+  char module[96];    /* file name of the object, or "" */
+  uint64_t module_offset; /* address of the call in the module, for addr2line */
+};
+
+struct memsave_trace {
+  int operator_names; /* 1: the host is Python, sites are operator names, not frames */
+  int nsites;
+  uint64_t unattributed_bytes; /* no frame outside LibTorch (engine threads) or table full */
+  uint64_t unattributed_nodes;
+  uint64_t nodes;     /* nodes traced */
+  uint64_t frames;    /* frames stepped, for the cost line */
+  uint64_t ns;        /* CPU time spent unwinding and attributing */
+  void (*finish)(void); /* called once by the report, before it reads the sites */
+  struct memsave_site sites[MEMSAVE_MAX_SITES];
+};
+
+/* The CUDA caching allocator's peak, taken by the hooks at exit before LibTorch's
+ * destructors run (Note [CUDA peak] in hooks/cuda.cpp). */
+#define MEMSAVE_MAX_CUDA_DEVICES 16
+enum {
+  MEMSAVE_CUDA_ABSENT = 0,      /* no CUDA LibTorch in the process */
+  MEMSAVE_CUDA_UNUSED = 1,      /* CUDA LibTorch loaded, its allocator never initialised */
+  MEMSAVE_CUDA_PRESENT = 2,     /* peaks below are valid */
+  MEMSAVE_CUDA_UNAVAILABLE = 3  /* CUDA LibTorch loaded, its statistics cannot be read (cuda_reason) */
 };
 
 struct memsave_shared {
@@ -45,6 +81,12 @@ struct memsave_shared {
   /* Filled in by the hooks for the report. */
   char torch_version[32];
   unsigned families_built; /* bit i set = this build of the hooks implements family i */
+  int trace;               /* MEMSAVE_TRACE: call sites to list; 0 = off (set by the shim) */
+  struct memsave_trace *trace_table; /* set by the hooks when trace > 0 and unwinding works */
+  int cuda_state;          /* MEMSAVE_CUDA_* */
+  int cuda_devices;        /* entries of cuda_peak_bytes filled in */
+  int64_t cuda_peak_bytes[MEMSAVE_MAX_CUDA_DEVICES]; /* peak allocated bytes per device */
+  const char *cuda_reason; /* static text, for MEMSAVE_CUDA_UNAVAILABLE */
   /* Services of the shim. */
   void (*log)(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
   void (*note_fallback)(int family, const char *reason);

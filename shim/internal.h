@@ -4,6 +4,7 @@
 #define MEMSAVE_INTERNAL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "hooks_abi.h"
 
@@ -38,6 +39,9 @@ void memsave__note_fallback(int family, const char *reason);
 void *memsave__real_dlopen(const char *file, int mode);
 void memsave__try_activate(void);
 int memsave__torch_state(void); /* 1 hooks loaded, 0 not yet, <0 refused */
+
+/* format.c: "1.5 MiB"; returns buf. */
+const char *memsave__human(uint64_t bytes, char *buf, size_t cap);
 
 /* report.c */
 void memsave__report_install(void);
