@@ -53,13 +53,29 @@ inline void call_stock(const c10::OperatorHandle& op, torch::jit::Stack* stack, 
 
 // Geometry of a tensor we do not keep: enough to build a stand-in with the same sizes,
 // strides, dtype and device (Note [Stand-in] in conv.cpp).
+//
+// Note [Live stand-in]: we also keep a weak reference to the tensor. A weak reference does
+// not keep the storage alive (TensorImpl frees it when the last strong reference goes), so
+// it costs nothing; but when the host still holds the tensor at backward time (a residual
+// branch, a tensor the user kept), backward borrows it instead of allocating a stand-in
+// of the same size. Its data is never read, only its geometry, which is checked again.
 struct Geometry {
   std::vector<int64_t> sizes;
   std::vector<int64_t> strides;
   at::TensorOptions options;
+  c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl> live;
   explicit Geometry(const at::Tensor& t)
-      : sizes(t.sizes().vec()), strides(t.strides().vec()), options(t.options()) {}
+      : sizes(t.sizes().vec()), strides(t.strides().vec()), options(t.options()), live(t.getIntrusivePtr()) {}
   at::Tensor empty_strided() const { return at::empty_strided(sizes, strides, options); }
+  // The tensor itself (detached) if it is still alive with the same geometry, otherwise an
+  // uninitialised tensor with the recorded geometry.
+  at::Tensor stand_in() const {
+    at::Tensor t(live.lock());
+    if (t.defined() && t.sizes().equals(sizes) && t.strides().equals(strides) && t.dtype() == options.dtype() &&
+        t.device() == options.device() && t.layout() == c10::kStrided)
+      return t.detach();
+    return empty_strided();
+  }
 };
 
 // Registration: each family file ends with

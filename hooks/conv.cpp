@@ -31,6 +31,8 @@ using torch::autograd::variable_list;
 // (shared/PYTORCH-NOTES.md §2.1). So backward builds an uninitialised stand-in with the
 // recorded sizes, strides and options. Every CPU path copies the input to a contiguous
 // buffer of that size anyway; a stand-in that already has the right strides avoids the copy.
+// When the host still holds the input at backward time, it is borrowed instead (Note [Live
+// stand-in] in common.h), so a convolution whose input stays alive costs nothing extra.
 struct MemsaveConvolutionBackward final : public Node {
   MemsaveConvolutionBackward(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                              std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> dilation,
@@ -66,7 +68,7 @@ struct MemsaveConvolutionBackward final : public Node {
     TORCH_INTERNAL_ASSERT(!mask[1], "MemsaveConvolutionBackward: weight gradient requested without a kept input");
     at::OptionalIntArrayRef bias_sizes;
     if (bias_sizes_) bias_sizes = at::IntArrayRef(*bias_sizes_);
-    auto res = at::convolution_backward(grad, input_.empty_strided(), weight, bias_sizes, stride_, padding_,
+    auto res = at::convolution_backward(grad, input_.stand_in(), weight, bias_sizes, stride_, padding_,
                                         dilation_, transposed_, output_padding_, groups_, mask);
     if (mask[0]) out[0] = std::move(std::get<0>(res));
     if (mask[2]) out[2] = std::move(std::get<2>(res));

@@ -90,12 +90,12 @@ expect_has "--check-output: first differing line" "$err" "standard outputs of A1
 expect_has "--check-output: A's line" "$err" "A1: grad_fn ConvolutionBackward0"
 expect_has "--check-output: B's line" "$err" "B1: grad_fn MemsaveConvolutionBackward"
 expect_has "--check-output: the table is still printed" "$out" "output of A and B: different"
-out=$("$memsave" ab -n 2 --check-output -- "$demo" --steps 2 --batch 2 --size 16 --depth 4); rc=$?
+out=$("$memsave" ab -n 2 --check-output -- "$demo" --model vgg11 --scenario adversarial --steps 2 --batch 2 --size 32); rc=$?
 expect_eq "identical outputs: exit 0" "$rc" "0"
 expect_has "identical outputs: said" "$out" "output of A and B: identical"
 expect_has "table: peak tensor bytes with B/A" "$out" "peak CPU tensor bytes .* 0\.[0-9]*$"
 expect_has "table: medians over 2 pairs" "$out" "(medians)"
-expect_has "table: conv row (4 convolutions, 2 steps)" "$out" "^conv  *on  *8 "
+expect_has "table: conv row (8 convolutions, 2 steps)" "$out" "^conv  *on  *16 "
 out=$("$memsave" ab -- sh -c '[ "$MEMSAVE" = 1 ] && { echo boom >&2; exit 3; }; exec "$0"' "$host" 2>&1 >/dev/null); rc=$?
 expect_eq "CMD failing in B only: its status" "$rc" "3"
 expect_has "CMD failing in B only: which run" "$out" "run B1 (libmemsave, MEMSAVE=1) failed: sh exit status 3"
