@@ -42,9 +42,11 @@ using torch::autograd::variable_list;
 // The kernel and the layout of grad_input are chosen from the input's strides, so the
 // stand-in must have the recorded sizes and strides (shared/PYTORCH-NOTES.md §2.1).
 // The incoming gradient has the input's sizes, dtype and device and, usually, its strides;
-// when it has all four it serves as the stand-in (detached, so that create_graph adds no
-// edge through it), which saves an input-sized allocation in backward. Otherwise an
-// uninitialised tensor is built with empty_strided, as for convolution (Note [Stand-in]).
+// when it has all four it serves as the stand-in (the kernel only reads it), which saves an
+// input-sized allocation in backward. Otherwise, and under create_graph (where the double
+// backward node would keep the stand-in, and an alias of the gradient would tie the two
+// tensors' version counters), an uninitialised tensor is built with empty_strided, as for
+// convolution (Note [Stand-in]).
 //
 // CUDA (source reading only, not run: no GPU in the development setup): the eval kernel
 // uses the input only for its sizes, but when the bias needs a gradient it runs a reduction
@@ -106,9 +108,10 @@ struct MemsaveBatchNormBackward final : public Node {
  private:
   // Note [Batch norm stand-in].
   at::Tensor stand_in(const at::Tensor& grad) const {
-    if (grad.sizes() == at::IntArrayRef(input_.sizes) && grad.strides() == at::IntArrayRef(input_.strides) &&
-        grad.dtype() == input_.options.dtype() && grad.device() == input_.options.device())
-      return grad.detach();
+    if (!at::GradMode::is_enabled() && grad.sizes() == at::IntArrayRef(input_.sizes) &&
+        grad.strides() == at::IntArrayRef(input_.strides) && grad.dtype() == input_.options.dtype() &&
+        grad.device() == input_.options.device())
+      return grad;
     return input_.empty_strided();
   }
 
