@@ -38,7 +38,11 @@ using torch::autograd::variable_list;
 // (x - mean) and grad_out). The other results do not depend on it: in eval the input
 // gradient is grad_out * invstd * weight, and the bias gradient is the sum of grad_out in
 // both modes (aten/src/ATen/native/Normalization.cpp and cpu/batch_norm_kernel.cpp; the CPU
-// kernels still read the input for the unused dot product, and the values are discarded).
+// kernels still read the input for the unused dot product, and discard it: an uninitialised
+// stand-in is harmless there, though a memory sanitizer would report the read). Double
+// backward (batchnorm_double_backward in FunctionsManual.cpp) uses the input only in terms
+// that need the weight's gradient or the training input gradient, which our node never
+// computes; tests/test_batchnorm.cpp compares it with stock.
 // The kernel and the layout of grad_input are chosen from the input's strides, so the
 // stand-in must have the recorded sizes and strides (shared/PYTORCH-NOTES.md §2.1).
 // The incoming gradient has the input's sizes, dtype and device and, usually, its strides;

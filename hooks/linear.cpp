@@ -105,7 +105,8 @@ struct MemsaveLinearBackward final : public Node {
 // and a 1-D contiguous bias.
 bool stock_folds_bias(int64_t dim) {
 #if TORCH_VERSION_MAJOR >= 2
-  // 2.x: any contiguous input with a 1-D bias goes through _flatten_nd_linear.
+  // 2.x: any contiguous input with a 1-D bias goes through _flatten_nd_linear (2.6; the
+  // 2.10-era source also asks for a contiguous bias, which the caller requires).
   (void)dim;
   return true;
 #else

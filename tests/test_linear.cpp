@@ -238,6 +238,17 @@ TEST(Linear, DoubleBackward) {
   }
 }
 
+TEST(Linear, UndefinedIncomingGradient) {
+  LinearCase c;
+  Data d = make_data(c);
+  at::Tensor x = d.x.clone().requires_grad_(true), w = d.w.clone().requires_grad_(true);
+  at::Tensor y = with_memsave(true, [&] { return at::linear(x, w, d.b); });
+  ASSERT_EQ(grad_fn_name(y), "MemsaveLinearBackward");
+  auto out = (*y.grad_fn())({at::Tensor()});
+  ASSERT_EQ(out.size(), 3u);
+  for (const auto& t : out) EXPECT_FALSE(t.defined());
+}
+
 std::string backward_twice(bool on) {
   return with_memsave(on, [] {
     LinearCase c;
