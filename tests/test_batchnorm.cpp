@@ -8,8 +8,10 @@
 #include <torch/csrc/autograd/function.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <limits>
+#include <numeric>
 #include <sstream>
 
 #include "testing.h"
@@ -213,6 +215,52 @@ TEST(BatchNorm, SpecialValues) {
       EXPECT_TRUE(bitwise_equal(stock.rv, ours.rv)) << where;
     }
   }
+}
+
+// The claim our node rests on (Note [Batch norm stand-in] in hooks/batchnorm.cpp): for the
+// masks it uses, native_batch_norm_backward gives the same bits, strides included, with a
+// NaN-filled stand-in of the input's geometry as with the input itself. Returns how many
+// (mask) comparisons ran for one configuration. grad_kind: 0 contiguous, 1 expanded, 2 permuted.
+int compare_with_nan_stand_in(const BnCase& c, int grad_kind) {
+  Data d = make_data(c);
+  auto fwd = at::native_batch_norm(d.x, d.w, d.b, d.rm.clone(), d.rv.clone(), c.training, 0.1, 1e-5);
+  const auto opts = d.x.options();
+  std::vector<int64_t> perm(d.x.dim());
+  std::iota(perm.rbegin(), perm.rend(), 0);  // reversed dimensions
+  at::Tensor g = grad_kind == 0   ? d.go
+                 : grad_kind == 1 ? at::ones({}, opts).expand(d.x.sizes())
+                                  : d.go.permute(perm).contiguous().permute(perm);
+  at::Tensor nan = at::empty_strided(d.x.sizes(), d.x.strides(), opts).fill_(NAN);
+  int compared = 0;
+  using Mask = std::array<bool, 3>;
+  for (Mask mask : {Mask{false, false, true}, Mask{true, false, false}, Mask{true, false, true}}) {
+    if (c.training && mask[0]) continue;  // the training input gradient reads the input: stock keeps it
+    auto ref = at::native_batch_norm_backward(g, d.x, d.w, d.rm, d.rv, std::get<1>(fwd), std::get<2>(fwd),
+                                              c.training, 1e-5, mask);
+    auto got = at::native_batch_norm_backward(g, nan, d.w, d.rm, d.rv, std::get<1>(fwd), std::get<2>(fwd),
+                                              c.training, 1e-5, mask);
+    EXPECT_TRUE(bitwise_equal(std::get<0>(ref), std::get<0>(got))) << c.str() << " grad kind " << grad_kind;
+    EXPECT_TRUE(bitwise_equal(std::get<2>(ref), std::get<2>(got))) << c.str() << " grad kind " << grad_kind;
+    compared++;
+  }
+  return compared;
+}
+
+TEST(BatchNorm, BackwardNeverReadsInputValuesForOurMasks) {
+  int compared = 0;
+  for (int dim : {2, 3, 4, 5})
+    for (bool channels_last : {false, true})
+      for (bool training : {false, true})
+        for (at::ScalarType dtype : {at::kFloat, at::kDouble})
+          for (int grad_kind = 0; grad_kind < 3; grad_kind++) {
+            if (channels_last && dim < 4) continue;
+            BnCase c;
+            c.input_dim = dim, c.channels_last = channels_last, c.training = training, c.dtype = dtype;
+            c.batch = dim == 4 ? 16 : 3;  // one larger case for the vectorised loops
+            compared += compare_with_nan_stand_in(c, grad_kind);
+          }
+  // (4 dims + 2 channels_last) x 2 dtypes x 3 gradients x (3 eval masks + 1 training mask)
+  EXPECT_EQ(compared, 6 * 2 * 3 * 4);
 }
 
 // Double backward through our node, against stock, for the patterns our node takes.
