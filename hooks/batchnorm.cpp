@@ -1,0 +1,216 @@
+// SPDX-License-Identifier: MIT
+// batchnorm.cpp: aten::native_batch_norm and aten::cudnn_batch_norm on AutogradCPU/AutogradCUDA,
+// and the node that keeps no input.
+//
+// Stock: NativeBatchNormBackward0 (CPU, and CUDA without cuDNN) and CudnnBatchNormBackward0
+// keep the input, the weight, the running statistics and the saved mean/invstd (cuDNN also
+// its reserve space) for every requires_grad pattern, because one formula covers input,
+// weight and bias. So a frozen batch norm keeps its whole input alive until backward.
+// Here: the input is needed only for the weight gradient (eval mode, running statistics) or
+// for the input and weight gradients (training mode, batch statistics). When it is not
+// needed we keep the weight, the running statistics, the saved mean/invstd (C elements
+// each, or none in eval) and the input's geometry; backward calls stock's
+// native_batch_norm_backward with a stand-in for the input (Note [Batch norm stand-in]).
+// When the input is needed, stock keeps exactly what backward needs and is called
+// (counted as passthrough). So:
+//   eval:     weight needs grad -> stock; otherwise (input and/or bias) -> no input kept
+//   training: input or weight needs grad -> stock; only the bias -> no input kept
+// Running statistics are updated by stock's own forward kernel, called below autograd,
+// so their values and in-place updates are exactly stock's.
+#include <ATen/core/grad_mode.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/ops/native_batch_norm_backward.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
+
+#include "common.h"
+
+namespace memsave {
+namespace {
+
+using torch::autograd::Node;
+using torch::autograd::SavedVariable;
+using torch::autograd::variable_list;
+
+// Note [Batch norm stand-in]: native_batch_norm_backward reads the input's data only for
+// the input gradient in training mode and for the weight gradient (the dot product of
+// (x - mean) and grad_out). The other results do not depend on it: in eval the input
+// gradient is grad_out * invstd * weight, and the bias gradient is the sum of grad_out in
+// both modes (aten/src/ATen/native/Normalization.cpp and cpu/batch_norm_kernel.cpp; the CPU
+// kernels still read the input for the unused dot product, and discard it: an uninitialised
+// stand-in is harmless there, though a memory sanitizer would report the read). Double
+// backward (batchnorm_double_backward in FunctionsManual.cpp) uses the input only in terms
+// that need the weight's gradient or the training input gradient, which our node never
+// computes; tests/test_batchnorm.cpp compares it with stock.
+// The kernel and the layout of grad_input are chosen from the input's strides, so the
+// stand-in must have the recorded sizes and strides (shared/PYTORCH-NOTES.md §2.1).
+// The incoming gradient has the input's sizes, dtype and device and, usually, its strides;
+// when it has all four it serves as the stand-in (the kernel only reads it), which saves an
+// input-sized allocation in backward. Otherwise, and under create_graph (where the double
+// backward node would keep the stand-in, and an alias of the gradient would tie the two
+// tensors' version counters), an uninitialised tensor is built with empty_strided, as for
+// convolution (Note [Stand-in]).
+//
+// CUDA (source reading only, not run: no GPU in the development setup): the eval kernel
+// uses the input only for its sizes, but when the bias needs a gradient it runs a reduction
+// over the input and picks kernels by its layout, and every training backward reads it
+// (cuDNN's included). Those cases are sent to stock (counted as fallbacks).
+struct MemsaveBatchNormBackward final : public Node {
+  MemsaveBatchNormBackward(const at::Tensor& input, const c10::optional<at::Tensor>& weight,
+                           const c10::optional<at::Tensor>& running_mean, const c10::optional<at::Tensor>& running_var,
+                           bool training, double eps)
+      : input_(input),
+        weight_(weight, /*is_output=*/false),
+        running_mean_(running_mean, /*is_output=*/false),
+        running_var_(running_var, /*is_output=*/false),
+        training_(training),
+        eps_(eps) {}
+
+  std::string name() const override { return "MemsaveBatchNormBackward"; }
+
+  // Kept after the forward ran, as stock keeps result1/result2.
+  void save_statistics(const at::Tensor& save_mean, const at::Tensor& save_invstd) {
+    save_mean_ = SavedVariable(save_mean, /*is_output=*/true);
+    save_invstd_ = SavedVariable(save_invstd, /*is_output=*/true);
+  }
+
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    weight_.reset_data();
+    running_mean_.reset_data();
+    running_var_.reset_data();
+    save_mean_.reset_data();
+    save_invstd_.reset_data();
+  }
+
+  variable_list apply(variable_list&& grads) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    TORCH_INTERNAL_ASSERT(grads.size() == 1, "MemsaveBatchNormBackward: expected 1 gradient, got ", grads.size());
+    variable_list out(3);
+    const at::Tensor& grad = grads[0];
+    const std::array<bool, 3> mask{task_should_compute_output(0), task_should_compute_output(1),
+                                   task_should_compute_output(2)};
+    // Unpacked in stock's order, so that a version error names the same tensor first.
+    auto weight = weight_.unpack();
+    auto running_mean = running_mean_.unpack();
+    auto running_var = running_var_.unpack();
+    auto save_mean = save_mean_.unpack(shared_from_this());
+    auto save_invstd = save_invstd_.unpack(shared_from_this());
+    if (!(mask[0] || mask[1] || mask[2]) || !grad.defined()) return out;
+    // We build this node only when backward never reads the input's values.
+    TORCH_INTERNAL_ASSERT(!mask[1], "MemsaveBatchNormBackward: weight gradient requested without a kept input");
+    TORCH_INTERNAL_ASSERT(!(training_ && mask[0]), "MemsaveBatchNormBackward: training input gradient requested");
+    // cudnn_batch_norm's eval formula is this same call (with training == false).
+    auto res = at::native_batch_norm_backward(grad, stand_in(grad), weight, running_mean, running_var, save_mean,
+                                              save_invstd, training_, eps_, mask);
+    if (mask[0]) out[0] = std::move(std::get<0>(res));
+    if (mask[2]) out[2] = std::move(std::get<2>(res));
+    return out;
+  }
+
+ private:
+  // Note [Batch norm stand-in].
+  at::Tensor stand_in(const at::Tensor& grad) const {
+    if (!at::GradMode::is_enabled() && grad.sizes() == at::IntArrayRef(input_.sizes) &&
+        grad.strides() == at::IntArrayRef(input_.strides) && grad.dtype() == input_.options.dtype() &&
+        grad.device() == input_.options.device())
+      return grad;
+    return input_.empty_strided();
+  }
+
+  Geometry input_;
+  SavedVariable weight_, running_mean_, running_var_, save_mean_, save_invstd_;
+  bool training_;
+  double eps_;
+};
+
+c10::optional<at::Tensor> optional_tensor(const c10::IValue& v) {
+  if (v.isNone() || !v.toTensor().defined()) return c10::nullopt;
+  return v.toTensor();
+}
+
+bool requires_grad(const c10::optional<at::Tensor>& t) { return t && t->requires_grad(); }
+
+// Why this call cannot take our path, or nullptr (Note [Fallback] in common.h, and the
+// CUDA cases of Note [Batch norm stand-in]).
+const char* unsupported(c10::DispatchKeySet ks, const at::Tensor& input, const c10::optional<at::Tensor>& weight,
+                        const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& running_mean,
+                        const c10::optional<at::Tensor>& running_var, bool training, bool cudnn) {
+  const char* why = unsupported_keys(ks);
+  if (!why) why = unsupported_tensor(input);
+  for (const auto* t : {&weight, &bias, &running_mean, &running_var})
+    if (!why && *t) why = unsupported_tensor(**t);
+  if (why) return why;
+  // Stock raises its own error for these.
+  if (requires_grad(running_mean) || requires_grad(running_var)) return "running statistics require grad";
+  if (!training && !(running_mean && running_var)) return "eval mode without running statistics";
+  if (input.is_cuda()) {
+    if (training) return cudnn ? "cuDNN batch norm training backward reads the input"
+                               : "CUDA batch norm training backward reads the input";
+    if (requires_grad(bias)) return "CUDA batch norm eval backward reads the input for the bias gradient";
+  }
+  return nullptr;
+}
+
+// aten::native_batch_norm(input, weight?, bias?, running_mean?, running_var?, training, momentum, eps)
+//   -> (output, save_mean, save_invstd)
+// aten::cudnn_batch_norm(input, weight, bias?, running_mean?, running_var?, training,
+//   exponential_average_factor, epsilon) -> (output, save_mean, save_var, reserve)
+// Only the first output is differentiable in both (as in stock).
+template <bool kCudnn>
+void batch_norm_autograd(const c10::OperatorHandle& op, c10::DispatchKeySet ks, torch::jit::Stack* stack) {
+  constexpr auto F = MEMSAVE_FAMILY_BATCHNORM;
+  const c10::IValue* args = &(*stack)[stack->size() - 8];
+  const at::Tensor input = args[0].toTensor();
+  const auto weight = optional_tensor(args[1]), bias = optional_tensor(args[2]);
+  const auto running_mean = optional_tensor(args[3]), running_var = optional_tensor(args[4]);
+  const bool training = args[5].toBool();
+  const double eps = args[7].toDouble();
+  const bool rx = input.requires_grad(), rw = requires_grad(weight), rb = requires_grad(bias);
+
+  if (!family_on(F) || !at::GradMode::is_enabled() || !(rx || rw || rb))
+    return call_stock(op, stack, c10::DispatchKey::Autograd);
+  const bool input_needed = training ? (rx || rw) : rw;
+  if (input_needed) {
+    count_passthrough(F);
+    return call_stock(op, stack, c10::DispatchKey::Autograd);
+  }
+  if (const char* why = unsupported(ks, input, weight, bias, running_mean, running_var, training, kCudnn)) {
+    count_fallback(F, why);
+    return call_stock(op, stack, c10::DispatchKey::Autograd);
+  }
+
+  // One node per call, made before the forward runs, as stock does (sequence numbers).
+  std::shared_ptr<MemsaveBatchNormBackward> node(
+      new MemsaveBatchNormBackward(input, weight, running_mean, running_var, training, eps),
+      torch::autograd::deleteNode);
+  node->set_next_edges(torch::autograd::collect_next_edges(input, weight, bias));
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    op.redispatchBoxed(ks & c10::after_autograd_keyset, stack);
+  }
+  const size_t outputs = kCudnn ? 4 : 3;
+  const c10::IValue* res = &(*stack)[stack->size() - outputs];
+  at::Tensor output = res[0].toTensor();
+  const at::Tensor& save_mean = res[1].toTensor();
+  const at::Tensor& save_invstd = res[2].toTensor();
+  node->save_statistics(save_mean, save_invstd);
+  torch::autograd::set_history(output, node);
+
+  uint64_t kept = tensor_bytes(save_mean) + tensor_bytes(save_invstd);
+  for (const auto* t : {&weight, &running_mean, &running_var})
+    if (*t) kept += tensor_bytes(**t);
+  const uint64_t reserve = kCudnn ? tensor_bytes(res[3].toTensor()) : 0;  // stock keeps it; eval does not need it
+  count_substituted(F, kept, kept + tensor_bytes(input) + reserve);
+}
+
+void register_batchnorm(Registrar& r) {
+  r.impl("native_batch_norm",
+         [] { return torch::CppFunction::makeFromBoxedFunction<&batch_norm_autograd<false>>(); });
+  r.impl("cudnn_batch_norm", [] { return torch::CppFunction::makeFromBoxedFunction<&batch_norm_autograd<true>>(); });
+}
+const FamilyRegistration registration(MEMSAVE_FAMILY_BATCHNORM, &register_batchnorm);
+
+}  // namespace
+}  // namespace memsave

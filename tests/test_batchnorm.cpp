@@ -1,0 +1,531 @@
+// SPDX-License-Identifier: MIT
+// test_batchnorm: batch norm with libmemsave against stock, bit for bit (outputs, gradients,
+// running statistics), over shapes, layouts, dtypes, modes and every requires_grad
+// pattern; stock's autograd semantics kept; the memory saved.
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/forward_grad.h>
+#include <torch/csrc/autograd/function.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <numeric>
+#include <sstream>
+
+#include "testing.h"
+
+namespace {
+
+using memsave_test::bitwise_equal;
+using memsave_test::error_of;
+using memsave_test::grad_fn_name;
+using memsave_test::with_memsave;
+
+constexpr auto F = MEMSAVE_FAMILY_BATCHNORM;
+
+struct BnCase {
+  int input_dim = 4;  // 2 and 3: BatchNorm1d; 4: BatchNorm2d; 5: BatchNorm3d
+  bool training = false;
+  bool running_stats = true;
+  bool affine = true;
+  bool channels_last = false;
+  at::ScalarType dtype = at::kFloat;
+  int batch = 3;
+
+  std::string str() const {
+    std::ostringstream s;
+    s << input_dim << "-D " << (training ? "train" : "eval") << (running_stats ? " stats" : " nostats")
+      << (affine ? " affine" : "") << (channels_last ? " cl" : "") << " " << dtype << " N" << batch;
+    return s.str();
+  }
+};
+
+struct Data {
+  at::Tensor x, w, b, rm, rv, go;
+};
+
+Data make_data(const BnCase& c) {
+  at::manual_seed(4321);
+  const int64_t channels = 5;
+  std::vector<int64_t> xs{c.batch, channels};
+  for (int i = 2; i < c.input_dim; i++) xs.push_back(i == 2 ? 6 : 4);
+  auto opts = at::TensorOptions().dtype(c.dtype);
+  Data d;
+  d.x = at::randn(xs, opts) * 3 + 1;
+  if (c.channels_last) d.x = d.x.contiguous(c.input_dim == 4 ? at::MemoryFormat::ChannelsLast
+                                                              : at::MemoryFormat::ChannelsLast3d);
+  if (c.affine) {
+    d.w = at::rand({channels}, opts) + 0.5;
+    d.b = at::randn({channels}, opts);
+  }
+  if (c.running_stats) {
+    d.rm = at::randn({channels}, opts);
+    d.rv = at::rand({channels}, opts) + 0.5;
+  }
+  d.go = at::randn(xs, opts);
+  return d;
+}
+
+at::Tensor bn(const BnCase& c, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const at::Tensor& rm,
+              const at::Tensor& rv) {
+  return at::batch_norm(x, w, b, rm, rv, c.training, /*momentum=*/0.1, /*eps=*/1e-5, /*cudnn_enabled=*/true);
+}
+
+struct Run {
+  at::Tensor y, gx, gw, gb, rm, rv;
+  std::string grad_fn;
+};
+
+// Clones keep the memory format, so the leaves have the strides of the data.
+// `grad_like_output` backpropagates d.go (contiguous); otherwise y.sum() (an expanded gradient).
+Run run(const BnCase& c, const Data& d, bool rx, bool rw, bool rb, bool grad_like_output = true) {
+  at::Tensor x = d.x.clone().requires_grad_(rx);
+  at::Tensor w = d.w.defined() ? d.w.clone().requires_grad_(rw) : at::Tensor();
+  at::Tensor b = d.b.defined() ? d.b.clone().requires_grad_(rb) : at::Tensor();
+  Run r;
+  r.rm = d.rm.defined() ? d.rm.clone() : at::Tensor();
+  r.rv = d.rv.defined() ? d.rv.clone() : at::Tensor();
+  r.y = bn(c, x, w, b, r.rm, r.rv);
+  r.grad_fn = grad_fn_name(r.y);
+  if (r.y.requires_grad()) {
+    if (grad_like_output)
+      torch::autograd::backward({r.y}, {d.go});
+    else
+      r.y.sum().backward();
+  }
+  r.gx = x.grad();
+  if (w.defined()) r.gw = w.grad();
+  if (b.defined()) r.gb = b.grad();
+  return r;
+}
+
+// Whether libmemsave builds its node for this pattern (the rule of hooks/batchnorm.cpp).
+bool ours_expected(const BnCase& c, bool rx, bool rw, bool rb) {
+  if (!(rx || rw || rb)) return false;
+  return c.training ? !(rx || rw) : !rw;
+}
+
+// Compares every requires_grad pattern of (input, weight, bias); returns how many ran.
+int check_case(const BnCase& c, bool grad_like_output = true) {
+  Data d = make_data(c);
+  int ran = 0;
+  for (int pattern = 0; pattern < 8; pattern++) {
+    bool rx = pattern & 1, rw = pattern & 2, rb = pattern & 4;
+    if ((rw || rb) && !c.affine) continue;
+    Run stock = with_memsave(false, [&] { return run(c, d, rx, rw, rb, grad_like_output); });
+    auto before = memsave_test::stats();
+    Run ours = with_memsave(true, [&] { return run(c, d, rx, rw, rb, grad_like_output); });
+    auto after = memsave_test::stats();
+    std::string where = c.str() + " rx" + std::to_string(rx) + " rw" + std::to_string(rw) + " rb" + std::to_string(rb);
+    EXPECT_TRUE(bitwise_equal(stock.y, ours.y)) << where << " output";
+    EXPECT_TRUE(bitwise_equal(stock.gx, ours.gx)) << where << " grad input";
+    EXPECT_TRUE(bitwise_equal(stock.gw, ours.gw)) << where << " grad weight";
+    EXPECT_TRUE(bitwise_equal(stock.gb, ours.gb)) << where << " grad bias";
+    EXPECT_TRUE(bitwise_equal(stock.rm, ours.rm)) << where << " running mean";
+    EXPECT_TRUE(bitwise_equal(stock.rv, ours.rv)) << where << " running var";
+    const bool expect_ours = ours_expected(c, rx, rw, rb);
+    EXPECT_EQ(ours.grad_fn, expect_ours ? "MemsaveBatchNormBackward" : stock.grad_fn) << where;
+    EXPECT_EQ(after.substituted[F] - before.substituted[F], expect_ours ? 1u : 0u) << where;
+    ran++;
+  }
+  return ran;
+}
+
+TEST(BatchNorm, EqualityGrid) {
+  int ran = 0;
+  for (int dim : {2, 3, 4, 5})
+    for (bool training : {false, true})
+      for (bool running_stats : {true, false})
+        for (bool affine : {true, false})
+          for (at::ScalarType dtype : {at::kFloat, at::kDouble}) {
+            if (!training && !running_stats) continue;  // eval needs running statistics
+            BnCase c;
+            c.input_dim = dim, c.training = training, c.running_stats = running_stats, c.affine = affine;
+            c.dtype = dtype;
+            ran += check_case(c);
+          }
+  // Per dim and dtype: 3 (mode, stats) combinations x (8 affine + 2 non-affine) patterns.
+  EXPECT_EQ(ran, 4 * 2 * 3 * 10);
+}
+
+TEST(BatchNorm, ChannelsLast) {
+  int ran = 0;
+  for (int dim : {4, 5})
+    for (bool training : {false, true})
+      for (at::ScalarType dtype : {at::kFloat, at::kDouble}) {
+        BnCase c;
+        c.input_dim = dim, c.training = training, c.channels_last = true, c.dtype = dtype;
+        ran += check_case(c);
+      }
+  EXPECT_EQ(ran, 2 * 2 * 2 * 8);
+}
+
+// y.sum() gives an expanded (stride 0) gradient, which cannot serve as the stand-in: the
+// uninitialised stand-in of the recorded geometry is used instead.
+TEST(BatchNorm, ExpandedIncomingGradient) {
+  int ran = 0;
+  for (int dim : {2, 4})
+    for (bool training : {false, true})
+      for (bool channels_last : {false, true}) {
+        if (channels_last && dim != 4) continue;
+        BnCase c;
+        c.input_dim = dim, c.training = training, c.channels_last = channels_last;
+        ran += check_case(c, /*grad_like_output=*/false);
+      }
+  EXPECT_EQ(ran, 6 * 8);
+}
+
+TEST(BatchNorm, BatchOneAndBFloat16) {
+  int ran = 0;
+  for (bool training : {false, true}) {
+    BnCase c;
+    c.training = training, c.batch = 1, c.input_dim = 3;
+    ran += check_case(c);
+    c.batch = 2, c.input_dim = 4, c.dtype = at::kBFloat16;
+    ran += check_case(c);
+  }
+  EXPECT_EQ(ran, 4 * 8);
+}
+
+TEST(BatchNorm, SpecialValues) {
+  for (bool training : {false, true}) {
+    BnCase c;
+    c.training = training;
+    Data d = make_data(c);
+    auto flat = d.x.view(-1);
+    flat[0] = std::numeric_limits<float>::quiet_NaN();
+    flat[7] = std::numeric_limits<float>::infinity();
+    flat[11] = -std::numeric_limits<float>::infinity();
+    flat[13] = -0.0f;
+    d.go.view(-1)[3] = -0.0f;
+    d.go.view(-1)[4] = std::numeric_limits<float>::quiet_NaN();
+    d.w[1] = -0.0f;
+    for (int pattern = 1; pattern < 8; pattern++) {
+      bool rx = pattern & 1, rw = pattern & 2, rb = pattern & 4;
+      auto stock = with_memsave(false, [&] { return run(c, d, rx, rw, rb); });
+      auto ours = with_memsave(true, [&] { return run(c, d, rx, rw, rb); });
+      std::string where = c.str() + " pattern " + std::to_string(pattern);
+      EXPECT_TRUE(bitwise_equal(stock.y, ours.y)) << where;
+      EXPECT_TRUE(bitwise_equal(stock.gx, ours.gx)) << where;
+      EXPECT_TRUE(bitwise_equal(stock.gw, ours.gw)) << where;
+      EXPECT_TRUE(bitwise_equal(stock.gb, ours.gb)) << where;
+      EXPECT_TRUE(bitwise_equal(stock.rm, ours.rm)) << where;
+      EXPECT_TRUE(bitwise_equal(stock.rv, ours.rv)) << where;
+    }
+  }
+}
+
+// The claim our node rests on (Note [Batch norm stand-in] in hooks/batchnorm.cpp): for the
+// masks it uses, native_batch_norm_backward gives the same bits, strides included, with a
+// NaN-filled stand-in of the input's geometry as with the input itself. Returns how many
+// (mask) comparisons ran for one configuration. grad_kind: 0 contiguous, 1 expanded, 2 permuted.
+int compare_with_nan_stand_in(const BnCase& c, int grad_kind) {
+  Data d = make_data(c);
+  auto fwd = at::native_batch_norm(d.x, d.w, d.b, d.rm.clone(), d.rv.clone(), c.training, 0.1, 1e-5);
+  const auto opts = d.x.options();
+  std::vector<int64_t> perm(d.x.dim());
+  std::iota(perm.rbegin(), perm.rend(), 0);  // reversed dimensions
+  at::Tensor g = grad_kind == 0   ? d.go
+                 : grad_kind == 1 ? at::ones({}, opts).expand(d.x.sizes())
+                                  : d.go.permute(perm).contiguous().permute(perm);
+  at::Tensor nan = at::empty_strided(d.x.sizes(), d.x.strides(), opts).fill_(NAN);
+  int compared = 0;
+  using Mask = std::array<bool, 3>;
+  for (Mask mask : {Mask{false, false, true}, Mask{true, false, false}, Mask{true, false, true}}) {
+    if (c.training && mask[0]) continue;  // the training input gradient reads the input: stock keeps it
+    auto ref = at::native_batch_norm_backward(g, d.x, d.w, d.rm, d.rv, std::get<1>(fwd), std::get<2>(fwd),
+                                              c.training, 1e-5, mask);
+    auto got = at::native_batch_norm_backward(g, nan, d.w, d.rm, d.rv, std::get<1>(fwd), std::get<2>(fwd),
+                                              c.training, 1e-5, mask);
+    EXPECT_TRUE(bitwise_equal(std::get<0>(ref), std::get<0>(got))) << c.str() << " grad kind " << grad_kind;
+    EXPECT_TRUE(bitwise_equal(std::get<2>(ref), std::get<2>(got))) << c.str() << " grad kind " << grad_kind;
+    compared++;
+  }
+  return compared;
+}
+
+TEST(BatchNorm, BackwardNeverReadsInputValuesForOurMasks) {
+  int compared = 0;
+  for (int dim : {2, 3, 4, 5})
+    for (bool channels_last : {false, true})
+      for (bool training : {false, true})
+        for (at::ScalarType dtype : {at::kFloat, at::kDouble})
+          for (int grad_kind = 0; grad_kind < 3; grad_kind++) {
+            if (channels_last && dim < 4) continue;
+            BnCase c;
+            c.input_dim = dim, c.channels_last = channels_last, c.training = training, c.dtype = dtype;
+            c.batch = dim == 4 ? 16 : 3;  // one larger case for the vectorised loops
+            compared += compare_with_nan_stand_in(c, grad_kind);
+          }
+  // (4 dims + 2 channels_last) x 2 dtypes x 3 gradients x (3 eval masks + 1 training mask)
+  EXPECT_EQ(compared, 6 * 2 * 3 * 4);
+}
+
+// Double backward through our node, against stock, for the patterns our node takes.
+std::pair<at::Tensor, at::Tensor> double_backward(const BnCase& c, const Data& d, bool rx, bool rb) {
+  at::Tensor x = d.x.clone().requires_grad_(rx), b = d.b.clone().requires_grad_(rb);
+  at::Tensor rm = d.rm.clone(), rv = d.rv.clone();
+  at::Tensor y = bn(c, x, d.w, b, rm, rv);
+  EXPECT_EQ(grad_fn_name(y) == "MemsaveBatchNormBackward", memsave_enabled() != 0);
+  at::Tensor loss = (y * y).sum();
+  std::vector<at::Tensor> wrt;
+  if (rx) wrt.push_back(x);
+  if (rb) wrt.push_back(b);
+  auto g = torch::autograd::grad({loss}, wrt, {}, /*retain_graph=*/true, /*create_graph=*/true);
+  at::Tensor second = g[0].pow(2).sum();
+  if (g.size() > 1) second = second + g[1].pow(2).sum();
+  second.backward();
+  return {rx ? x.grad() : at::Tensor(), rb ? b.grad() : at::Tensor()};
+}
+
+TEST(BatchNorm, DoubleBackward) {
+  int ran = 0;
+  for (bool training : {false, true})
+    for (int pattern : {1, 4, 5}) {  // input, bias, input and bias
+      bool rx = pattern & 1, rb = pattern & 4;
+      if (training && rx) continue;  // stock's node (the input is kept)
+      BnCase c;
+      c.training = training;
+      Data d = make_data(c);
+      auto stock = with_memsave(false, [&] { return double_backward(c, d, rx, rb); });
+      auto ours = with_memsave(true, [&] { return double_backward(c, d, rx, rb); });
+      EXPECT_TRUE(bitwise_equal(stock.first, ours.first)) << c.str() << " pattern " << pattern;
+      EXPECT_TRUE(bitwise_equal(stock.second, ours.second)) << c.str() << " pattern " << pattern;
+      ran++;
+    }
+  EXPECT_EQ(ran, 4);
+}
+
+TEST(BatchNorm, UndefinedIncomingGradient) {
+  BnCase c;
+  Data d = make_data(c);
+  at::Tensor x = d.x.clone().requires_grad_(true);
+  at::Tensor y = with_memsave(true, [&] { return bn(c, x, d.w, d.b, d.rm.clone(), d.rv.clone()); });
+  ASSERT_EQ(grad_fn_name(y), "MemsaveBatchNormBackward");
+  auto out = (*y.grad_fn())({at::Tensor()});
+  ASSERT_EQ(out.size(), 3u);
+  for (const auto& t : out) EXPECT_FALSE(t.defined());
+}
+
+std::string backward_twice(bool on, bool training) {
+  return with_memsave(on, [&] {
+    BnCase c;
+    c.training = training;
+    Data d = make_data(c);
+    at::Tensor x = d.x.clone().requires_grad_(!training);
+    at::Tensor b = d.b.clone().requires_grad_(training);
+    at::Tensor s = bn(c, x, d.w, b, d.rm.clone(), d.rv.clone()).sum();
+    s.backward();
+    return error_of([&] { s.backward(); });
+  });
+}
+
+TEST(BatchNorm, SecondBackwardRaisesStockError) {
+  for (bool training : {false, true}) {
+    std::string stock = backward_twice(false, training), ours = backward_twice(true, training);
+    EXPECT_NE(stock.find("backward through the graph a second time"), std::string::npos) << stock;
+    EXPECT_NE(ours.find("backward through the graph a second time"), std::string::npos) << ours;
+  }
+}
+
+TEST(BatchNorm, RetainGraphAllowsSecondBackward) {
+  auto once = [] {
+    BnCase c;
+    Data d = make_data(c);
+    at::Tensor x = d.x.clone().requires_grad_(true);
+    at::Tensor s = bn(c, x, d.w, d.b, d.rm.clone(), d.rv.clone()).pow(2).sum();
+    s.backward({}, /*retain_graph=*/true);
+    s.backward();
+    return x.grad();
+  };
+  EXPECT_TRUE(bitwise_equal(with_memsave(false, once), with_memsave(true, once)));
+}
+
+// `which`: 0 weight, 1 running mean, 2 running var.
+std::string modify_kept_tensor(bool on, int which) {
+  return with_memsave(on, [&] {
+    BnCase c;
+    Data d = make_data(c);
+    at::Tensor x = d.x.clone().requires_grad_(true);
+    at::Tensor rm = d.rm.clone(), rv = d.rv.clone();
+    at::Tensor s = bn(c, x, d.w, d.b, rm, rv).sum();
+    (which == 0 ? d.w : which == 1 ? rm : rv).add_(1.0);
+    return error_of([&] { s.backward(); });
+  });
+}
+
+TEST(BatchNorm, KeptTensorModifiedInPlaceRaisesStockError) {
+  for (int which : {0, 1, 2}) {
+    std::string stock = modify_kept_tensor(false, which), ours = modify_kept_tensor(true, which);
+    EXPECT_NE(stock.find("modified by an inplace operation"), std::string::npos) << which << ": " << stock;
+    EXPECT_NE(ours.find("modified by an inplace operation"), std::string::npos) << which << ": " << ours;
+  }
+}
+
+// Training mode updates the running statistics in place without bumping their version
+// (stock's kernel writes them directly), so a second forward before backward is no error.
+TEST(BatchNorm, TrainingUpdatesRunningStatsLikeStock) {
+  auto once = [] {
+    BnCase c;
+    c.training = true;
+    Data d = make_data(c);
+    at::Tensor b = d.b.clone().requires_grad_(true);
+    at::Tensor rm = d.rm.clone(), rv = d.rv.clone();
+    const auto v0 = rm._version();
+    at::Tensor s = bn(c, d.x, d.w, b, rm, rv).sum() + bn(c, d.x * 2, d.w, b, rm, rv).sum();
+    EXPECT_EQ(rm._version(), v0);
+    s.backward();
+    return std::make_tuple(rm, rv, b.grad());
+  };
+  auto stock = with_memsave(false, once), ours = with_memsave(true, once);
+  EXPECT_TRUE(bitwise_equal(std::get<0>(stock), std::get<0>(ours)));
+  EXPECT_TRUE(bitwise_equal(std::get<1>(stock), std::get<1>(ours)));
+  EXPECT_TRUE(bitwise_equal(std::get<2>(stock), std::get<2>(ours)));
+}
+
+// Documented difference: the input is not kept, so changing it in place after the batch norm
+// no longer raises at backward (backward does not need it).
+TEST(BatchNorm, InputModifiedInPlaceNoLongerRaises) {
+  auto attempt = [](bool on) {
+    return with_memsave(on, [] {
+      BnCase c;
+      Data d = make_data(c);
+      at::Tensor leaf = d.x.clone().requires_grad_(true);
+      at::Tensor x = leaf * 1;
+      at::Tensor s = bn(c, x, d.w, d.b, d.rm.clone(), d.rv.clone()).sum();
+      x.mul_(2);
+      return error_of([&] { s.backward(); });
+    });
+  };
+  EXPECT_NE(attempt(false).find("modified by an inplace operation"), std::string::npos);
+  EXPECT_EQ(attempt(true), "");
+}
+
+TEST(BatchNorm, NoGradDisabledAndPassthrough) {
+  BnCase c;
+  Data d = make_data(c);
+  at::Tensor x = d.x.clone().requires_grad_(true);
+  {
+    at::NoGradGuard no_grad;
+    EXPECT_EQ(grad_fn_name(bn(c, x, d.w, d.b, d.rm.clone(), d.rv.clone())), "(none)");
+  }
+  EXPECT_EQ(with_memsave(false, [&] { return grad_fn_name(bn(c, x, d.w, d.b, d.rm.clone(), d.rv.clone())); }),
+            "NativeBatchNormBackward0");
+  // A trainable weight needs the input: stock is already minimal.
+  at::Tensor w = d.w.clone().requires_grad_(true);
+  auto before = memsave_test::stats();
+  at::Tensor y = with_memsave(true, [&] { return bn(c, x, w, d.b, d.rm.clone(), d.rv.clone()); });
+  auto after = memsave_test::stats();
+  EXPECT_EQ(grad_fn_name(y), "NativeBatchNormBackward0");
+  EXPECT_EQ(after.passthrough[F], before.passthrough[F] + 1);
+}
+
+TEST(BatchNorm, FallbacksAreCounted) {
+  BnCase c;
+  Data d = make_data(c);
+  // Forward-mode AD.
+  const uint64_t level = torch::autograd::ForwardADLevel::get_next_idx();
+  at::Tensor x = at::_make_dual(d.x.clone(), at::ones_like(d.x), level).requires_grad_(true);
+  auto before = memsave_test::stats();
+  at::Tensor y = with_memsave(true, [&] { return bn(c, x, d.w, d.b, d.rm.clone(), d.rv.clone()); });
+  auto after = memsave_test::stats();
+  EXPECT_EQ(grad_fn_name(y), "NativeBatchNormBackward0");
+  EXPECT_TRUE(std::get<1>(at::_unpack_dual(y, level)).defined()) << "stock computes the tangent";
+  EXPECT_EQ(after.fallbacks[F], before.fallbacks[F] + 1);
+  torch::autograd::ForwardADLevel::release_idx(level);
+  // Running statistics that require grad: stock raises its own error.
+  at::Tensor rm = d.rm.clone().requires_grad_(true);
+  auto xs = d.x.clone().requires_grad_(true);
+  std::string stock = with_memsave(false, [&] { return error_of([&] { bn(c, xs, d.w, d.b, rm, d.rv.clone()); }); });
+  before = memsave_test::stats();
+  std::string ours = with_memsave(true, [&] { return error_of([&] { bn(c, xs, d.w, d.b, rm, d.rv.clone()); }); });
+  after = memsave_test::stats();
+  EXPECT_NE(stock.find("not differentiable with respect to argument 'running_mean'"), std::string::npos) << stock;
+  EXPECT_EQ(ours.substr(0, ours.find('\n')), stock.substr(0, stock.find('\n')));
+  EXPECT_EQ(after.fallbacks[F], before.fallbacks[F] + 1);
+}
+
+TEST(BatchNorm, CountsSubstitutionsAndBytes) {
+  BnCase c;
+  Data d = make_data(c);
+  at::Tensor x = d.x.clone().requires_grad_(true);
+  auto before = memsave_test::stats();
+  with_memsave(true, [&] { return bn(c, x, d.w, d.b, d.rm.clone(), d.rv.clone()); });
+  auto after = memsave_test::stats();
+  EXPECT_EQ(after.substituted[F], before.substituted[F] + 1);
+  // Eval: weight, running mean and var kept (save_mean/save_invstd are empty); stock adds the input.
+  const uint64_t params = 3 * 5 * 4, xb = x.numel() * 4;
+  EXPECT_EQ(after.bytes_kept - before.bytes_kept, params);
+  EXPECT_EQ(after.bytes_stock - before.bytes_stock, params + xb);
+}
+
+// Memory. Eval: a stack of frozen batch norms whose input requires grad; stock keeps every
+// intermediate activation, libmemsave none. Training with only the biases trainable: the
+// input of a batch norm needs no gradient only before the first trainable layer (every
+// later input requires grad, and the training input gradient reads the input), so one
+// batch norm on an intermediate that does not require grad, followed by ops that keep
+// nothing; stock keeps that intermediate, libmemsave does not.
+struct Peak {
+  int64_t peak;
+  uint64_t kept, stock;
+};
+
+Peak step_peak(bool on, bool training, int depth, bool sum_loss) {
+  at::manual_seed(0);
+  const int64_t channels = 16;
+  std::vector<at::Tensor> w, b, rm, rv;
+  for (int i = 0; i < depth; i++) {
+    w.push_back(at::rand({channels}) + 0.5);
+    b.push_back(at::randn({channels}).requires_grad_(training));
+    rm.push_back(at::zeros({channels}));
+    rv.push_back(at::ones({channels}));
+  }
+  at::Tensor x = at::randn({4, channels, 32, 32}).requires_grad_(!training);
+  at::Tensor go = at::randn({4, channels, 32, 32});
+  return with_memsave(on, [&] {
+    memsave_reset_peak();
+    const auto before = memsave_test::stats();
+    {
+      at::Tensor h = x * 2;  // an intermediate, as in a network
+      for (int i = 0; i < depth; i++) {
+        h = at::batch_norm(h, w[i], b[i], rm[i], rv[i], training, 0.1, 1e-5, true);
+        if (training) h = h * 3;  // MulBackward1 keeps nothing
+      }
+      if (sum_loss)
+        h.sum().backward();
+      else
+        h.backward(go);
+    }
+    const auto after = memsave_test::stats();
+    return Peak{static_cast<int64_t>(after.cpu_peak_bytes) - static_cast<int64_t>(before.cpu_current_bytes),
+                after.bytes_kept - before.bytes_kept, after.bytes_stock - before.bytes_stock};
+  });
+}
+
+void check_memory(bool training, int depth) {
+  const int64_t activation = 4 * 16 * 32 * 32 * 4;
+  for (bool sum_loss : {false, true}) {
+    auto stock = step_peak(false, training, depth, sum_loss);
+    auto ours = step_peak(true, training, depth, sum_loss);
+    std::printf("batch norm x%d, %s (%s loss): peak stock %lld, memsave %lld (ratio %.3f); kept %llu vs stock %llu\n",
+                depth, training ? "train, biases only" : "eval, input only", sum_loss ? "sum" : "grad_output",
+                (long long)stock.peak, (long long)ours.peak, (double)ours.peak / (double)stock.peak,
+                (unsigned long long)ours.kept, (unsigned long long)ours.stock);
+    // Our nodes keep no activation: the per-layer parameters and statistics only.
+    EXPECT_LT(ours.kept, static_cast<uint64_t>(activation) / 16);
+    EXPECT_EQ(ours.stock - ours.kept, static_cast<uint64_t>(depth * activation));
+    // Stock keeps the input of every layer: at the peak, depth - 1 activations more (at least
+    // one; a few statistics bytes aside).
+    EXPECT_GE(stock.peak - ours.peak, std::max(depth - 1, 1) * activation - activation / 16);
+  }
+}
+
+TEST(BatchNorm, MemoryEvalFrozenStackKeepsNoInput) { check_memory(/*training=*/false, 8); }
+
+TEST(BatchNorm, MemoryTrainingBiasOnlyKeepsNoInput) { check_memory(/*training=*/true, 1); }
+
+TEST(BatchNorm, HooksAreActive) { EXPECT_EQ(memsave_is_active(), 1); }
+
+}  // namespace
