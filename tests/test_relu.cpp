@@ -522,6 +522,43 @@ TEST(Relu, PeakGrowsByTheMaskPerLayer) {
   EXPECT_LT(ours4, stock4);
 }
 
+// All trainable: the next convolution keeps the relu output anyway, so our mask is extra:
+// exactly one bit per element (1/32 of float32) stays after the forward. In backward each
+// node also allocates its proxy (one activation, freed at once); the peak is printed.
+std::pair<int64_t, int64_t> all_trainable(bool on, int64_t* mask_bytes) {
+  at::manual_seed(0);
+  std::vector<at::Tensor> weights;
+  for (int i = 0; i < 6; i++) weights.push_back((at::randn({16, 16, 3, 3}) * 0.1).requires_grad_(true));
+  at::Tensor x = at::randn({4, 16, 32, 32});
+  return with_memsave(on, [&] {
+    memsave_reset_peak();
+    const int64_t base = memsave_test::stats().cpu_current_bytes;
+    at::Tensor h = x;
+    *mask_bytes = 0;
+    for (const auto& w : weights) {
+      h = at::conv2d(h, w, {}, 1, 1);
+      at::relu_(h);
+      *mask_bytes += (h.numel() + 7) / 8;
+    }
+    at::Tensor s = h.sum();
+    const int64_t live = memsave_test::stats().cpu_current_bytes - base;
+    s.backward();
+    return std::make_pair(live, memsave_test::stats().cpu_peak_bytes - base);
+  });
+}
+
+TEST(Relu, AllTrainableOverheadIsOneBitPerElement) {
+  int64_t masks = 0;
+  const auto stock = all_trainable(false, &masks);
+  const auto ours = all_trainable(true, &masks);
+  std::printf("all trainable, 6 x (conv, relu_): live after forward stock %lld, libmemsave %lld (+%lld = masks); "
+              "peak stock %lld, libmemsave %lld (%+.2f%%)\n",
+              (long long)stock.first, (long long)ours.first, (long long)(ours.first - stock.first), (long long)stock.second,
+              (long long)ours.second, 100.0 * (ours.second - stock.second) / stock.second);
+  EXPECT_EQ(ours.first - stock.first, masks);
+  EXPECT_EQ(masks * 32, 6 * 4 * 16 * 32 * 32 * 4) << "1/32 of the float32 activations";
+}
+
 TEST(Relu, HooksAreActive) { EXPECT_EQ(memsave_is_active(), 1); }
 
 }  // namespace
