@@ -179,7 +179,7 @@ int check(const OpCase& op, const Case& c, std::vector<std::string>* fallbacks) 
     // kernel does not exist (hardtanh, bfloat16, 1.13) the call goes to stock.
     const bool no_kernel = stock.error.find("not implemented for") != std::string::npos;
     if (c.input != Input::kNoGrad && !no_kernel) fallbacks->push_back(where);
-    if (no_kernel) return -1;
+    if (no_kernel) return c.input == Input::kNoGrad ? 0 : -1;
   }
   if (substituted) EXPECT_EQ(after.substituted[F], before.substituted[F] + 1) << where;
   return substituted ? 1 : 0;
@@ -191,7 +191,7 @@ TEST(Relu, EqualityGrid) {
   int ours = 0, ran = 0, no_kernel = 0;
   std::vector<std::string> fallbacks;
   for (const OpCase& op : op_cases())
-    for (at::ScalarType dtype : {at::kFloat, at::kDouble, at::kBFloat16})
+    for (at::ScalarType dtype : {at::kFloat, at::kDouble, at::kBFloat16, at::kHalf})
       for (Layout layout : {Layout::kContiguous, Layout::kChannelsLast, Layout::kSlice, Layout::kTransposed, Layout::kSmall})
         for (Input input : {Input::kLeaf, Input::kNonLeaf, Input::kNoGrad})
           for (bool sum_backward : {false, true}) {
@@ -206,11 +206,11 @@ TEST(Relu, EqualityGrid) {
   for (const auto& f : fallbacks) ADD_FAILURE() << "unexpected fallback: " << f;
   std::printf("equality grid: %d cases, %d through our nodes, %d to stock as its kernel is missing\n", ran, ours,
               no_kernel);
-  // A third of the cases have no gradient. Cases where stock's backward kernel is missing
-  // (bfloat16 hardtanh in 1.13) go through our node when the bounds are exact in bfloat16
-  // and fail in backward with stock's message, else they go to stock.
+  // A third of the cases have no gradient. Where stock's kernels are missing (half on the
+  // CPU in 1.13, bfloat16 hardtanh backward in 1.13) our node fails with stock's message,
+  // or the call goes to stock when the mask would need the missing kernel.
   EXPECT_EQ(ours + no_kernel, ran * 2 / 3) << "every case with a gradient goes through our node";
-  EXPECT_GT(ours, ran / 2);
+  EXPECT_GT(ours, ran * 2 / 5);
 }
 
 TEST(Relu, HardtanhNaNOnCpuFallsBackAndIsCounted) {
