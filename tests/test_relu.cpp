@@ -204,7 +204,7 @@ TEST(Relu, EqualityGrid) {
             ran++;
           }
   for (const auto& f : fallbacks) ADD_FAILURE() << "unexpected fallback: " << f;
-  std::printf("equality grid: %d cases, %d through our nodes, %d to stock as its kernel is missing\n", ran, ours,
+  std::printf("equality grid: %d cases, %d through our nodes, %d where a stock kernel is missing (same error)\n", ran, ours,
               no_kernel);
   // A third of the cases have no gradient. Where stock's kernels are missing (half on the
   // CPU in 1.13, bfloat16 hardtanh backward in 1.13) our node fails with stock's message,
