@@ -81,7 +81,9 @@ struct Run {
   std::string grad_fn;
 };
 
-// Clones keep the memory format, so the leaves have the strides of the data.
+// Clones keep the memory format, so the leaves have the strides of the data. Gradients are
+// captured with autograd::grad, before AccumulateGrad (which restrides a leaf's .grad to
+// the leaf's layout and would hide a gradient computed in another layout).
 Run run(const ConvCase& c, const Data& d, bool rx, bool rw, bool rb) {
   at::Tensor x = d.x.clone().requires_grad_(rx), w = d.w.clone().requires_grad_(rw);
   at::Tensor b = d.b.defined() ? d.b.clone().requires_grad_(rb) : at::Tensor();
@@ -91,11 +93,16 @@ Run run(const ConvCase& c, const Data& d, bool rx, bool rw, bool rb) {
   if (r.y.requires_grad()) {
     at::manual_seed(99);
     at::Tensor go = at::randn(r.y.sizes(), r.y.options());
-    torch::autograd::backward({r.y}, {go});
+    std::vector<at::Tensor*> slots;
+    torch::autograd::variable_list inputs;
+    for (auto [t, g] : {std::make_pair(&x, &r.gx), std::make_pair(&w, &r.gw), std::make_pair(&b, &r.gb)})
+      if (t->defined() && t->requires_grad()) {
+        inputs.push_back(*t);
+        slots.push_back(g);
+      }
+    auto grads = torch::autograd::grad({r.y}, inputs, {go});
+    for (size_t i = 0; i < grads.size(); i++) *slots[i] = grads[i];
   }
-  r.gx = x.grad();
-  r.gw = w.grad();
-  if (b.defined()) r.gb = b.grad();
   return r;
 }
 
