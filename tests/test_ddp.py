@@ -89,7 +89,9 @@ def launch(name, lib, memsave, torch_major, tmp):
     outdir = os.path.join(tmp, name)
     os.mkdir(outdir)
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2",
-               GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1", MEMSAVE_OPS="all")
+               GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1", MEMSAVE_OPS="all",
+               # Debian's torch 2.6 is built without libuv, which torchrun's TCPStore asks for.
+               USE_LIBUV="0")
     env.pop("LD_PRELOAD", None)
     if memsave is not None:
         env.update(LD_PRELOAD=lib, MEMSAVE=memsave, MEMSAVE_REPORT=os.path.join(outdir, "report-%p.json"))
