@@ -93,6 +93,7 @@ log "chroot ready in $(elapsed $((t1 - t0))) ($(du -sh "$root" 2>/dev/null | cut
 
 # 3. Configure, build and test inside. /dev/shm is a fresh tmpfs (multiprocessing and
 #    torch.distributed want one); /src is read-only so the build cannot write into the tree.
+cp /etc/hosts "$root/etc/hosts" 2>/dev/null || true  # this machine's name, for torch.distributed
 mnt "$root/proc" -t proc proc
 mnt "$root/sys" -t sysfs sysfs
 mnt "$root/dev" --bind /dev

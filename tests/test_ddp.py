@@ -85,21 +85,43 @@ def free_port():
         return s.getsockname()[1]
 
 
+def tcpstore_has_libuv():
+    import datetime
+
+    from torch.distributed import TCPStore
+
+    try:
+        TCPStore("127.0.0.1", 0, 1, True, datetime.timedelta(seconds=10), use_libuv=True)
+        return True
+    except RuntimeError as e:
+        if "libuv" in str(e):
+            return False
+        raise
+
+
 def launch(name, lib, memsave, torch_major, tmp):
     outdir = os.path.join(tmp, name)
     os.mkdir(outdir)
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2",
                GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1", MEMSAVE_OPS="all",
-               # Debian's torch 2.6 is built without libuv, which torchrun's TCPStore asks for.
-               USE_LIBUV="0")
+               USE_LIBUV="0")  # the TCPStore of env:// without libuv (see launch on torch >= 2)
     env.pop("LD_PRELOAD", None)
     if memsave is not None:
         env.update(LD_PRELOAD=lib, MEMSAVE=memsave, MEMSAVE_REPORT=os.path.join(outdir, "report-%p.json"))
     me = [sys.executable, os.path.abspath(__file__), "--worker", outdir]
     if torch_major >= 2:
-        cmds = [[sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-                 "--master_addr=127.0.0.1", "--master_port=" + env["MASTER_PORT"]] + me[1:]]
-        envs = [env]
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+                    "--local-addr=127.0.0.1"]
+        if tcpstore_has_libuv():
+            torchrun += ["--master_addr=127.0.0.1", "--master_port=" + env["MASTER_PORT"]]
+        else:
+            # Debian's torch 2.6 is built without libuv, and torchrun's TCPStore servers ask
+            # for it (pytorch/pytorch#148283). A file rendezvous and an unshared store avoid
+            # them; the ranks then make their own TCPStore, which honours USE_LIBUV=0.
+            torchrun += ["--rdzv-backend=c10d", "--rdzv-conf=store_type=file",
+                         "--rdzv-endpoint=" + os.path.join(outdir, "rendezvous")]
+            env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
+        cmds, envs = [torchrun + me[1:]], [env]
     else:
         cmds = [me, me]
         envs = [dict(env, RANK=str(r), LOCAL_RANK=str(r)) for r in range(2)]
