@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // test_conv: convolution with libmemsave against stock, bit for bit, over a grid of
-// configurations and every requires_grad pattern; stock's autograd semantics kept.
+// configurations and every requires_grad pattern; stock's autograd semantics kept. The
+// tests run on MEMSAVE_TEST_DEVICE (default cpu); the mkldnn test is CPU-only.
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/forward_grad.h>
@@ -52,7 +53,7 @@ Data make_data(const ConvCase& c) {
   for (int i = 0; i < c.dim; i++) xs.push_back(spatial);
   ws = c.transposed ? std::vector<int64_t>{cin, cout / c.groups} : std::vector<int64_t>{cout, cin / c.groups};
   for (int i = 0; i < c.dim; i++) ws.push_back(k);
-  auto opts = at::TensorOptions().dtype(c.dtype);
+  auto opts = at::TensorOptions().dtype(c.dtype).device(memsave_test::test_device());
   Data d;
   if (c.noncontiguous) {
     auto big = xs;
@@ -172,7 +173,8 @@ TEST(Conv, BFloat16AndPadding) {
 
 TEST(Conv, PaddingSameThroughConv2d) {
   at::manual_seed(0);
-  at::Tensor x0 = at::randn({2, 3, 8, 8}), w = at::randn({5, 3, 4, 4});
+  const auto on = at::TensorOptions().device(memsave_test::test_device());
+  at::Tensor x0 = at::randn({2, 3, 8, 8}, on), w = at::randn({5, 3, 4, 4}, on);
   auto once = [&] {
     at::Tensor x = x0.clone().requires_grad_(true);
     at::Tensor y = at::conv2d(x, w, {}, 1, "same", 2);
