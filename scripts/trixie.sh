@@ -60,7 +60,7 @@ if [ ! -e "$root/.memsave-debootstrap-done" ]; then
   if ! command -v debootstrap >/dev/null; then
     log "installing debootstrap"
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap debian-archive-keyring >/dev/null
   fi
   rm -rf "$root"
   log "debootstrap trixie from $mirror into $root"
