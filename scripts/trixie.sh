@@ -28,7 +28,7 @@ case "$root" in "$src" | "$src"/*) echo "trixie.sh: MEMSAVE_TRIXIE_ROOT must be 
 
 # Re-run in a private mount namespace: every mount below dies with this process.
 if [ -z "${MEMSAVE_TRIXIE_NS:-}" ]; then
-  exec env MEMSAVE_TRIXIE_NS=1 unshare --mount --propagation private -- "$0" "$@"
+  exec env MEMSAVE_TRIXIE_NS=1 unshare --mount --propagation private -- bash "$0" "$@"
 fi
 
 log() { printf 'trixie: %s\n' "$*"; }
