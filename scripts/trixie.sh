@@ -62,7 +62,14 @@ if [ ! -e "$root/.memsave-debootstrap-done" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap debian-archive-keyring >/dev/null
   fi
+  # Only a tree this script started is ever removed (a mistyped MEMSAVE_TRIXIE_ROOT is not).
+  if [ -d "$root" ] && [ -n "$(ls -A "$root")" ] && [ ! -e "$root/.memsave-root" ]; then
+    echo "trixie.sh: $root is not empty and was not made by this script; choose another MEMSAVE_TRIXIE_ROOT" >&2
+    exit 2
+  fi
   rm -rf "$root"
+  mkdir -p "$root"
+  touch "$root/.memsave-root"
   log "debootstrap trixie from $mirror into $root"
   debootstrap --variant=minbase trixie "$root" "$mirror" >"$root.debootstrap.log" 2>&1 || {
     tail -n 30 "$root.debootstrap.log" >&2
