@@ -9,8 +9,16 @@
 #include <ATen/ops/empty_strided.h>
 #include <c10/core/DispatchKeySet.h>
 #include <torch/library.h>
+#include <torch/version.h>
 
 #include "../shim/hooks_abi.h"
+
+// Note [Versions]: one source serves LibTorch 1.13 and 2.x. Where the C++ API really differs,
+// code is conditional on MEMSAVE_TORCH_AT_LEAST, and each use says which versions need which
+// branch. Both branches are compiled and tested: 1.13 (Debian 12), 2.6 (Debian 13,
+// scripts/trixie.sh).
+#define MEMSAVE_TORCH_AT_LEAST(major, minor) \
+  (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
 
 namespace memsave {
 

@@ -8,6 +8,11 @@ import sys
 import torch
 import torch.nn.functional as F
 
+if int(torch.__version__.split(".")[0]) >= 2:
+    # Debian 13's LibTorch 2.6: mkldnn's fp32 conv backward-data is wrong and varies from run
+    # to run in stock itself on some CPUs (issue 7); off, stock is deterministic.
+    torch.backends.mkldnn.enabled = False
+
 abi = ctypes.CDLL(None)
 assert abi.memsave_is_active() == 1, "hooks not active after import torch"
 
