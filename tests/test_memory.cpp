@@ -103,7 +103,7 @@ TEST(Memory, UntouchedStandInsGiveStockBits) {
     for (bool channels_last : {false, true}) {
       const StandInRun stock = stand_in_run(which, channels_last, false);
       const StandInRun ours = stand_in_run(which, channels_last, true);
-      std::printf("%s%s: backward peak stock %lld, libmemsave %lld\n", names[which], channels_last ? " channels_last" : "",
+      std::printf("%s%s: backward peak above the bytes alive before it (stock's base holds the inputs it keeps): stock %lld, libmemsave %lld\n", names[which], channels_last ? " channels_last" : "",
                   (long long)stock.backward_peak, (long long)ours.backward_peak);
       EXPECT_TRUE(bitwise_equal(stock.gx, ours.gx)) << names[which] << " channels_last " << channels_last;
     }
