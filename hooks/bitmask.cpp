@@ -344,6 +344,36 @@ at::Tensor BitMask::unpack_bits(const at::Tensor& bits, at::ScalarType dtype, do
   return out;
 }
 
+bool BitMask::can_unpack_range(const at::Tensor& bits, at::ScalarType dtype) const {
+  return dense_ && bits.defined() && bits.is_cpu() && cpu_raw_dtype(dtype) &&
+         !g_force_tensor_ops.load(std::memory_order_relaxed);
+}
+
+void BitMask::unpack_range(const at::Tensor& bits, int64_t start, const at::Tensor& out, double set,
+                           double unset) const {
+  const int64_t n = out.numel();
+  TORCH_INTERNAL_ASSERT(can_unpack_range(bits, out.scalar_type()) && bits.numel() == (numel_ + 7) / 8 &&
+                            start >= 0 && start % 8 == 0 && start + n <= numel_ && out.dim() == 1 &&
+                            out.is_contiguous() && out.is_cpu(),
+                        "BitMask::unpack_range: bad range or output");
+  const uint8_t* in = bits.data_ptr<uint8_t>() + start / 8;
+  void* o = out.data_ptr();
+  switch (out.scalar_type()) {
+    case at::kFloat: unpack_as<float, uint32_t>(in, o, n, set, unset); return;
+    case at::kDouble: unpack_as<double, uint64_t>(in, o, n, set, unset); return;
+    case at::kBFloat16: unpack_as<c10::BFloat16, uint16_t>(in, o, n, set, unset); return;
+    case at::kHalf: unpack_as<c10::Half, uint16_t>(in, o, n, set, unset); return;
+    default: TORCH_INTERNAL_ASSERT(false, "BitMask::unpack_range: dtype");
+  }
+}
+
+std::vector<int64_t> BitMask::strides() const {
+  if (exact_) return strides_;
+  std::vector<int64_t> s(sizes_.size(), 1);
+  for (int64_t d = static_cast<int64_t>(sizes_.size()) - 2; d >= 0; d--) s[d] = s[d + 1] * std::max<int64_t>(sizes_[d + 1], 1);
+  return s;
+}
+
 uint64_t BitMask::nbytes() const { return bits_.defined() ? static_cast<uint64_t>(bits_.numel()) : 0; }
 
 }  // namespace memsave

@@ -55,10 +55,19 @@ class BitMask {
   at::Tensor take_bits() { return std::move(bits_); }
   at::Tensor unpack_bits(const at::Tensor& bits, at::ScalarType dtype, double set, double unset) const;
 
+  // Whether unpack_range can serve: a dense mask (raw storage order) on the CPU.
+  bool can_unpack_range(const at::Tensor& bits, at::ScalarType dtype) const;
+  // Elements [start, start + out.numel()) of the mask in storage order (Note [Mask layout]),
+  // `start` a multiple of 8, written into `out`: a contiguous 1-d CPU tensor of `dtype` with
+  // can_unpack_range(bits, dtype). Lets a node unpack a large mask a piece at a time.
+  void unpack_range(const at::Tensor& bits, int64_t start, const at::Tensor& out, double set, double unset) const;
+
   // Whether unpacking gives back the strides of `t` (false when elements overlap).
   static bool keeps_strides(const at::Tensor& t);
   // The sizes of the tensor packed.
   const std::vector<int64_t>& sizes() const { return sizes_; }
+  // The strides unpacking gives back (contiguous ones when elements overlap).
+  std::vector<int64_t> strides() const;
 
   // The packed bytes; undefined for an empty BitMask.
   const at::Tensor& bits() const { return bits_; }

@@ -4,10 +4,12 @@
 #include "common.h"
 
 #include <ATen/core/grad_mode.h>
+#include <c10/core/TensorImpl.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/version.h>
 
 #include <cstdio>
+#include <sys/mman.h>
 #include <exception>
 
 namespace memsave {
@@ -70,6 +72,48 @@ void count_fallback(memsave_family_t family, const char* reason) { g_shared->not
 
 uint64_t tensor_bytes(const at::Tensor& t) {
   return t.defined() ? static_cast<uint64_t>(t.numel()) * t.element_size() : 0;
+}
+
+namespace {
+
+struct Mapping {
+  void* addr;
+  size_t bytes;
+};
+
+void unmap(void* ctx) {
+  auto* m = static_cast<Mapping*>(ctx);
+  munmap(m->addr, m->bytes);
+  delete m;
+}
+
+}  // namespace
+
+// Note [Untouched stand-in] in common.h.
+at::Tensor untouched_strided(at::IntArrayRef sizes, at::IntArrayRef strides, const at::TensorOptions& options) {
+  constexpr size_t kMinBytes = size_t{1} << 20;
+  if (options.device().is_cpu() && options.layout() == at::kStrided && sizes.size() == strides.size()) {
+    const size_t item = options.dtype().itemsize();
+    size_t bytes = item;  // the storage extent of the geometry
+    bool usable = item > 0;
+    for (size_t d = 0; d < sizes.size() && usable; d++) {
+      if (sizes[d] <= 0 || strides[d] < 0) usable = false;
+      else bytes += static_cast<size_t>(sizes[d] - 1) * static_cast<size_t>(strides[d]) * item;
+    }
+    if (usable && bytes >= kMinBytes) {
+      void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (p != MAP_FAILED) {
+        auto* m = new Mapping{p, bytes};
+        c10::Storage storage(c10::Storage::use_byte_size_t(), bytes, c10::DataPtr(p, m, &unmap, c10::Device(c10::kCPU)),
+                             /*allocator=*/nullptr, /*resizable=*/false);
+        at::Tensor t = at::detail::make_tensor<c10::TensorImpl>(std::move(storage),
+                                                                c10::DispatchKeySet(c10::DispatchKey::CPU), options.dtype());
+        t.unsafeGetTensorImpl()->set_sizes_and_strides(sizes, strides);
+        return t;
+      }
+    }
+  }
+  return at::empty_strided(sizes, strides, options);
 }
 
 Registrar::Registrar()

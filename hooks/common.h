@@ -59,6 +59,16 @@ inline void call_stock(const c10::OperatorHandle& op, torch::jit::Stack* stack, 
   op.callBoxedForDispatchKey(key, *stack);
 }
 
+// Note [Untouched stand-in]: the kernels that take a stand-in never use its values (Note
+// [Stand-in] in conv.cpp, Note [Batch norm stand-in], Note [Pool stand-in]), and most never
+// read it. So a large CPU stand-in is a private anonymous mapping (mmap, MAP_NORESERVE)
+// instead of an allocation: pages that are never touched cost no memory, pages that are
+// only read map the kernel's shared zero page, and a page written (no kernel writes to an
+// input) becomes ordinary private memory. Its bytes do not pass through the CPU allocator,
+// so they are not in the tensor-byte counts, as they are not in RSS. Small stand-ins (under
+// 1 MiB), other devices and a failed mmap take at::empty_strided.
+at::Tensor untouched_strided(at::IntArrayRef sizes, at::IntArrayRef strides, const at::TensorOptions& options);
+
 // Geometry of a tensor we do not keep: enough to build a stand-in with the same sizes,
 // strides, dtype and device (Note [Stand-in] in conv.cpp).
 //
@@ -74,7 +84,8 @@ struct Geometry {
   c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl> live;
   explicit Geometry(const at::Tensor& t)
       : sizes(t.sizes().vec()), strides(t.strides().vec()), options(t.options()), live(t.getIntrusivePtr()) {}
-  at::Tensor empty_strided() const { return at::empty_strided(sizes, strides, options); }
+  // An uninitialised tensor with the recorded geometry (Note [Untouched stand-in]).
+  at::Tensor empty_strided() const { return untouched_strided(sizes, strides, options); }
   // The tensor itself (detached) if it is still alive with the same geometry, otherwise an
   // uninitialised tensor with the recorded geometry.
   at::Tensor stand_in() const {

@@ -23,6 +23,7 @@
 #include <ATen/ops/avg_pool2d_backward.h>
 #include <ATen/ops/avg_pool3d_backward.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_strided.h>
 #include <ATen/ops/max_pool2d_with_indices_backward.h>
 #include <ATen/ops/max_pool3d_with_indices_backward.h>
 #include <c10/core/WrapDimMinimal.h>
@@ -31,6 +32,8 @@
 #include <torch/csrc/autograd/saved_variable.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/version.h>
+
+#include <algorithm>
 
 #include "common.h"
 
@@ -115,6 +118,42 @@ struct Windows {
     return at::kInt;
   }
 
+  // Window-local positions from stock's indices, a piece at a time (Note [Pieces]).
+  at::Tensor offsets_in_pieces(const at::Tensor& indices, at::IntArrayRef in) const {
+    return in_pieces(indices, offset_dtype(), [&](const at::Tensor& piece) { return offsets(piece, in); });
+  }
+
+  // Stock's int64 indices from window-local positions, a piece at a time (Note [Pieces]).
+  at::Tensor indices_in_pieces(const at::Tensor& offsets, at::IntArrayRef in) const {
+    return in_pieces(offsets, at::kLong, [&](const at::Tensor& piece) { return indices(piece, in); });
+  }
+
+ private:
+  // Note [Pieces]: the conversions below build several int64 temporaries of the output's
+  // size (the indices are 2x a float output; the temporaries were as large again). They are
+  // exact integer arithmetic, element by element with the window starts of the element's
+  // own output position, so they run on pieces of the non-spatial dimension with the most
+  // entries and write into one result with the strides the whole conversion would give
+  // (dense input: the same strides; otherwise the whole tensor at once).
+  template <typename Fn>
+  at::Tensor in_pieces(const at::Tensor& t, at::ScalarType dtype, const Fn& convert) const {
+    constexpr int64_t kPiece = int64_t{1} << 16;  // elements
+    const int64_t batch_dims = t.dim() - dims();
+    int64_t split = 0;
+    for (int64_t d = 1; d < batch_dims; d++)
+      if (t.size(d) > t.size(split)) split = d;
+    if (batch_dims < 1 || t.numel() <= kPiece || t.size(split) < 2 || !t.is_non_overlapping_and_dense())
+      return convert(t);
+    at::Tensor out = at::empty_strided(t.sizes(), t.strides(), t.options().dtype(dtype));
+    const int64_t per_entry = t.numel() / t.size(split);
+    const int64_t step = std::max<int64_t>(1, kPiece / per_entry);
+    for (int64_t i = 0; i < t.size(split); i += step) {
+      const int64_t len = std::min(step, t.size(split) - i);
+      out.narrow(split, i, len).copy_(convert(t.narrow(split, i, len)));
+    }
+    return out;
+  }
+
   // Window-local positions from stock's indices. `in`: the input's spatial sizes. In-place
   // ops without alpha only: they are the vectorised ones for integers.
   at::Tensor offsets(const at::Tensor& indices, at::IntArrayRef in) const {
@@ -166,7 +205,6 @@ struct Windows {
     return index;
   }
 
- private:
   static std::vector<int64_t> strides_of(at::IntArrayRef sizes) {
     std::vector<int64_t> strides(sizes.size(), 1);
     for (int d = static_cast<int>(sizes.size()) - 2; d >= 0; d--) strides[d] = strides[d + 1] * sizes[d + 1];
@@ -301,7 +339,7 @@ class MemsaveMaxPoolBackward final : public PoolBackward {
     at::Tensor indices;
     if (offsets_) {
       at::AutoDispatchBelowADInplaceOrView guard;
-      indices = windows_.indices(argmax, in);
+      indices = windows_.indices_in_pieces(argmax, in);
     } else {
       indices = argmax;
     }
@@ -502,7 +540,7 @@ void max_pool_with_indices_autograd(const c10::OperatorHandle& op, c10::Dispatch
     at::Tensor offsets;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      offsets = windows->offsets(indices, input.sizes().slice(input.dim() - Dims));
+      offsets = windows->offsets_in_pieces(indices, input.sizes().slice(input.dim() - Dims));
     }
     node->keep_offsets(offsets);
     count_substituted(F, tensor_bytes(offsets), tensor_bytes(input) + tensor_bytes(indices));

@@ -13,6 +13,9 @@
 // call the same kernel with the same arguments (Note [Proxy]).
 #include <ATen/core/grad_mode.h>
 #include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/ops/as_strided.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_strided.h>
 #include <ATen/ops/expand.h>
 #include <ATen/ops/hardtanh_backward.h>
 #include <ATen/ops/isnan.h>
@@ -28,6 +31,7 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <sstream>
@@ -270,6 +274,10 @@ struct MemsaveReluFamilyBackward final : public Node {
   void check_version() const;
   at::Tensor proxy(const at::Tensor& bits);
   at::Tensor backward(const at::Tensor& grad, const at::Tensor& proxy) const;
+  // Note [Backward in chunks].
+  static constexpr int64_t kChunk = int64_t{1} << 16;
+  bool can_chunk(const at::Tensor& grad, const at::Tensor& bits) const;
+  at::Tensor backward_in_chunks(const at::Tensor& grad, const at::Tensor& bits) const;
 
   const Op op_;
   const bool inplace_;
@@ -333,8 +341,56 @@ variable_list MemsaveReluFamilyBackward::apply(variable_list&& grads) {
   check_version();
   variable_list out(1);
   if (!task_should_compute_output(0) || !grads[0].defined()) return out;
-  out[0] = backward(grads[0], proxy(bits));
+  if (can_chunk(grads[0], bits)) {
+    out[0] = backward_in_chunks(grads[0], bits);
+  } else {
+    out[0] = backward(grads[0], proxy(bits));
+  }
   return out;
+}
+
+// Note [Backward in chunks]: the full proxy is as large as the activation, and it is alive
+// with the incoming gradient and the result, where stock has only those two. When the
+// gradient and the tensor stock keeps are dense with the same sizes, strides and dtype,
+// stock's kernel (a TensorIterator binary op) gives its result those strides (the
+// NON_OVERLAPPING_DENSE fast setup), and every element of the result depends only on the
+// two elements at the same position. So we allocate the result with those strides and run
+// the kernel's out variant (the same implementation as the functional form) on pieces of
+// the memory-order flat views, with the proxy of each piece unpacked into a small buffer.
+// The per-element results are the same in the vector and scalar loops for every proxy we
+// build (the only position-dependent case, a NaN in hardtanh's tensor, goes to stock:
+// Note [NaN in hardtanh on CPU]); pieces start at multiples of kChunk anyway.
+// Under create_graph the proxy must be one tensor carrying an edge, so that path stays.
+bool MemsaveReluFamilyBackward::can_chunk(const at::Tensor& grad, const at::Tensor& bits) const {
+  const at::ScalarType t = options_.dtype().toScalarType();
+  return !at::GradMode::is_enabled() && grad.is_cpu() && grad.layout() == at::kStrided &&
+         grad.scalar_type() == t && !grad.is_conj() && !grad.is_neg() && mask_.can_unpack_range(bits, t) &&
+         grad.numel() > kChunk && grad.is_non_overlapping_and_dense() &&
+         grad.sizes() == at::IntArrayRef(mask_.sizes()) && grad.strides() == at::IntArrayRef(mask_.strides());
+}
+
+at::Tensor MemsaveReluFamilyBackward::backward_in_chunks(const at::Tensor& grad, const at::Tensor& bits) const {
+  at::AutoDispatchBelowADInplaceOrView guard;  // plain tensors: no grad (can_chunk), no view tracking
+  const int64_t n = grad.numel();
+  at::Tensor result = at::empty_strided(grad.sizes(), grad.strides(), grad.options());
+  // Dense: the elements fill [storage_offset, storage_offset + n) in memory order.
+  const at::Tensor grad_flat = grad.as_strided({n}, {1}, grad.storage_offset());
+  const at::Tensor result_flat = result.as_strided({n}, {1}, result.storage_offset());
+  const at::Tensor buffer = at::empty({kChunk}, grad.options());
+  for (int64_t start = 0; start < n; start += kChunk) {
+    const int64_t len = std::min(kChunk, n - start);
+    const at::Tensor p = buffer.narrow(0, 0, len);
+    mask_.unpack_range(bits, start, p, set_, unset_);
+    at::Tensor r = result_flat.narrow(0, start, len);
+    const at::Tensor g = grad_flat.narrow(0, start, len);
+    switch (op_) {
+      case Op::kRelu: at::threshold_backward_out(r, g, p, 0); break;
+      case Op::kThreshold: at::threshold_backward_out(r, g, p, params_.a); break;
+      case Op::kLeakyRelu: at::leaky_relu_backward_out(r, g, p, params_.a, /*self_is_result=*/inplace_); break;
+      case Op::kHardtanh: at::hardtanh_backward_out(r, g, p, params_.a, params_.b); break;
+    }
+  }
+  return result;
 }
 
 // aten::relu(Tensor self), threshold(self, Scalar threshold, Scalar value),

@@ -7,8 +7,9 @@
 //     alive, and the first backward step adds the contiguous output gradient and the input
 //     gradient: peak = (N + 3) act + W;
 //   libmemsave keeps no input: x, the last output, and in each backward step the output
-//     gradient, the input's stand-in (hooks/conv.cpp, Note [Stand-in]) and the input
-//     gradient: peak = 5 act + W, whatever N.
+//     gradient and the input gradient: peak = 4 act + W, whatever N (the input's stand-in,
+//     hooks/conv.cpp Note [Stand-in], is an untouched mapping outside the tensor-byte
+//     count: Note [Untouched stand-in] in hooks/common.h).
 // Prints one line for the test: "footprint act=... weights=...".
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>

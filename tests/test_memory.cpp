@@ -11,6 +11,7 @@
 
 namespace {
 
+using memsave_test::bitwise_equal;
 using memsave_test::with_memsave;
 
 constexpr int64_t kBatch = 4, kChannels = 16, kSize = 32;
@@ -58,6 +59,58 @@ TEST(Memory, PeakIsMeasuredWhenDisabled) {
   const auto after = memsave_test::stats();
   EXPECT_GE(after.cpu_peak_bytes, before.cpu_current_bytes + (4u << 20));
   EXPECT_EQ(after.cpu_current_bytes, before.cpu_current_bytes);
+}
+
+// Note [Untouched stand-in] (hooks/common.h): stand-ins of 1 MiB and more are anonymous
+// mappings that no kernel writes. Inputs of 2.4 MiB whose nodes need a stand-in in
+// backward: a convolution whose input is dead (contiguous, channels_last, a 1x1 stride-2
+// convolution), batch norm in eval mode with an expanded incoming gradient (which cannot
+// serve as its stand-in), max pooling of a channels_last or strided input: gradients are
+// stock's bits. (That the stand-in costs no tensor bytes is asserted by the footprint
+// agreement in tests/test_cli.sh.)
+struct StandInRun {
+  at::Tensor gx;
+  int64_t backward_peak = 0;  // above the bytes alive before backward
+};
+
+StandInRun stand_in_run(int which, bool channels_last, bool on) {
+  at::manual_seed(3);
+  const auto o = at::TensorOptions().dtype(at::kFloat);
+  at::Tensor data = at::randn({8, 32, 48, 48}, o);
+  if (channels_last) data = data.contiguous(at::MemoryFormat::ChannelsLast);
+  at::Tensor w3 = at::randn({32, 32, 3, 3}, o) * 0.05, w1 = at::randn({64, 32, 1, 1}, o) * 0.1;
+  at::Tensor mean = at::randn({32}, o) * 0.1, var = at::rand({32}, o) + 0.5, gamma = at::randn({32}, o),
+             beta = at::randn({32}, o);
+  return with_memsave(on, [&] {
+    StandInRun r;
+    at::Tensor x = data.clone().requires_grad_(true);
+    at::Tensor y;
+    {
+      at::Tensor h = x * 1;  // a non-leaf that dies after the forward
+      switch (which) {
+        case 0: y = at::conv2d(at::relu(at::conv2d(h, w3, {}, 1, 1)), w1, {}, 2); break;
+        case 1: y = at::batch_norm(h, gamma, beta, mean, var, false, 0.1, 1e-5, false); break;
+        default: y = at::max_pool2d(channels_last ? h : h.slice(3, 0, 48, 2), {3, 3}, {2, 2}, {1, 1}); break;
+      }
+    }
+    memsave_reset_peak();
+    const int64_t base = memsave_test::stats().cpu_current_bytes;
+    r.gx = torch::autograd::grad({y.sum()}, {x})[0];
+    r.backward_peak = static_cast<int64_t>(memsave_test::stats().cpu_peak_bytes) - base;
+    return r;
+  });
+}
+
+TEST(Memory, UntouchedStandInsGiveStockBits) {
+  const char* names[] = {"conv", "batch_norm", "max_pool2d"};
+  for (int which = 0; which < 3; which++)
+    for (bool channels_last : {false, true}) {
+      const StandInRun stock = stand_in_run(which, channels_last, false);
+      const StandInRun ours = stand_in_run(which, channels_last, true);
+      std::printf("%s%s: backward peak above the bytes alive before it (stock's base holds the inputs it keeps): stock %lld, libmemsave %lld\n", names[which], channels_last ? " channels_last" : "",
+                  (long long)stock.backward_peak, (long long)ours.backward_peak);
+      EXPECT_TRUE(bitwise_equal(stock.gx, ours.gx)) << names[which] << " channels_last " << channels_last;
+    }
 }
 
 }  // namespace

@@ -154,6 +154,46 @@ TEST(Pool, MaxPoolGrid) {
   EXPECT_GE(ran, 1000) << "too few configurations ran";
 }
 
+// Outputs of more than 65536 elements: the offsets and the rebuilt indices are converted a
+// piece of the largest non-spatial dimension at a time (Note [Pieces] in hooks/pool.cpp),
+// with pieces of one entry (a plane larger than a piece), of several entries, and a split
+// along the channels (batch 1, unbatched); dilation, padding, ceil_mode, channels_last.
+TEST(Pool, MaxPoolInPieces) {
+  struct Big {
+    int dims;
+    Ints sizes;
+    Ints k, s, p, d;
+    bool ceil;
+  };
+  const std::vector<Big> cases{
+      {2, {3, 5, 160, 170}, {3}, {1}, {1}, {1}, false},   // planes of 27k outputs: several per piece
+      {2, {2, 3, 300, 290}, {2}, {1}, {0}, {2}, true},    // planes above 65536 outputs: one per piece
+      {2, {1, 9, 120, 130}, {3, 2}, {1, 2}, {1, 0}, {1, 1}, true},  // batch 1: split along channels
+      {2, {9, 120, 130}, {2}, {1}, {0}, {1}, false},      // unbatched
+      {3, {2, 4, 12, 40, 41}, {2}, {1}, {1}, {1}, false},
+      {3, {1, 3, 10, 50, 60}, {2, 3, 2}, {1, 1, 2}, {0, 1, 1}, {2, 1, 1}, true},
+  };
+  int ran = 0;
+  for (const Big& c : cases)
+    for (Layout layout : {Layout::kContiguous, Layout::kChannelsLast, Layout::kStrided}) {
+      const bool batched = static_cast<int>(c.sizes.size()) == c.dims + 2;
+      if (layout == Layout::kChannelsLast && !batched) continue;
+      at::manual_seed(ran);
+      Ints sizes = c.sizes;
+      if (layout == Layout::kStrided) sizes.back() *= 2;
+      // Rounded: ties (and so a choice between equal maxima) in many windows.
+      at::Tensor x = at::randn(sizes).mul_(4).round_();
+      if (layout == Layout::kStrided) x = x.slice(-1, 0, sizes.back(), 2);
+      if (layout == Layout::kChannelsLast)
+        x = x.contiguous(c.dims == 2 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::ChannelsLast3d);
+      std::ostringstream where;
+      where << "max_pool" << c.dims << "d " << str(c.sizes) << " " << layout_name(layout);
+      EXPECT_TRUE(check(max_pool(c.dims, c.k, c.s, c.p, c.d, c.ceil, false), x, where.str())) << where.str();
+      ran++;
+    }
+  EXPECT_EQ(ran, 17);
+}
+
 TEST(Pool, MaxPoolPerDimensionArgumentsAndDtypes) {
   int ran = 0;
   for (at::ScalarType dtype : {at::kFloat, at::kDouble, at::kBFloat16}) {

@@ -88,12 +88,16 @@ void put_specials(at::Tensor& flat, const std::vector<double>& bounds, bool nan)
   }
   const int64_t n = flat.numel();
   for (size_t i = 0; i < v.size(); i++) {
-    for (int64_t pos : {static_cast<int64_t>(i), n / 2 + static_cast<int64_t>(i), n - 1 - static_cast<int64_t>(i)})
+    const int64_t k = static_cast<int64_t>(i);
+    // Also on both sides of the first piece boundary of a chunked backward (kLarge*).
+    for (int64_t pos : {k, n / 2 + k, n - 1 - k, 65535 - k, 65536 + k})
       if (pos >= 0 && pos < n) flat[pos] = v[i];
   }
 }
 
-enum class Layout { kContiguous, kChannelsLast, kSlice, kTransposed, kSmall };
+// kLarge*: more elements than one piece of Note [Backward in chunks] in hooks/relu.cpp
+// (65536), not a multiple of it nor of 8, so that backward crosses piece boundaries.
+enum class Layout { kContiguous, kChannelsLast, kSlice, kTransposed, kSmall, kLarge, kLargeChannelsLast };
 enum class Input { kLeaf, kNonLeaf, kNoGrad };
 
 struct Case {
@@ -121,6 +125,8 @@ at::Tensor make_input(const Case& c, const OpCase& op) {
     case Layout::kSlice: x = at::randn({2, 3, 6, 14}, o).slice(3, 0, 14, 2); break;
     case Layout::kTransposed: x = at::randn({2, 6, 6, 7}, o).slice(1, 0, 6, 2).transpose(1, 3); break;
     case Layout::kSmall: x = at::randn({13}, o); break;
+    case Layout::kLarge: x = at::randn({3, 5, 97, 101}, o); break;
+    case Layout::kLargeChannelsLast: x = at::randn({3, 5, 97, 101}, o).contiguous(at::MemoryFormat::ChannelsLast); break;
   }
   at::NoGradGuard no_grad;
   at::Tensor flat = at::empty({x.numel()}, o);
@@ -154,6 +160,9 @@ Run run(const OpCase& op, const Case& c) {
       at::Tensor go = at::randn(r.y.sizes(), r.y.options());
       at::Tensor flat = go.view(-1);
       flat[1] = kNaN, flat[2] = -0.0, flat[3] = kInf, flat[flat.numel() - 2] = kNaN;
+      if (flat.numel() > 65537) flat[65535] = kNaN, flat[65536] = -0.0, flat[65537] = -kInf;
+      // A gradient with the output's channels_last strides takes the chunked path too.
+      if (c.layout == Layout::kLargeChannelsLast) go = go.contiguous(at::MemoryFormat::ChannelsLast);
       torch::autograd::backward({r.y}, {go});
     }
     r.gx = x.grad();
@@ -192,7 +201,8 @@ TEST(Relu, EqualityGrid) {
   std::vector<std::string> fallbacks;
   for (const OpCase& op : op_cases())
     for (at::ScalarType dtype : {at::kFloat, at::kDouble, at::kBFloat16, at::kHalf})
-      for (Layout layout : {Layout::kContiguous, Layout::kChannelsLast, Layout::kSlice, Layout::kTransposed, Layout::kSmall})
+      for (Layout layout : {Layout::kContiguous, Layout::kChannelsLast, Layout::kSlice, Layout::kTransposed, Layout::kSmall,
+                            Layout::kLarge, Layout::kLargeChannelsLast})
         for (Input input : {Input::kLeaf, Input::kNonLeaf, Input::kNoGrad})
           for (bool sum_backward : {false, true}) {
             Case c;
@@ -557,6 +567,38 @@ TEST(Relu, AllTrainableOverheadIsOneBitPerElement) {
               (long long)ours.second, 100.0 * (ours.second - stock.second) / stock.second);
   EXPECT_EQ(ours.first - stock.first, masks);
   EXPECT_EQ(masks * 32, 6 * 4 * 16 * 32 * 32 * 4) << "1/32 of the float32 activations";
+}
+
+// Note [Backward in chunks] (hooks/relu.cpp): with a dense incoming gradient of the output's
+// strides, backward allocates the result and one piece of proxy (65536 elements), not a
+// proxy of the activation's size. `extra`: the backward's peak above what is live before it.
+int64_t relu_backward_extra(bool on, at::ScalarType dtype, bool channels_last, bool inplace) {
+  at::manual_seed(0);
+  at::Tensor x = at::randn({4, 16, 64, 64}, at::TensorOptions().dtype(dtype)).requires_grad_(true);
+  if (channels_last) x = x.detach().contiguous(at::MemoryFormat::ChannelsLast).requires_grad_(true);
+  return with_memsave(on, [&] {
+    at::Tensor h = x.clone();  // a non-leaf, so that relu_ may run in place; its backward allocates nothing
+    at::Tensor y = inplace ? at::relu_(h) : at::relu(h);
+    at::Tensor go = at::randn_like(y);
+    memsave_reset_peak();
+    const int64_t base = memsave_test::stats().cpu_current_bytes;
+    at::Tensor gx = torch::autograd::grad({y}, {x}, {go})[0];
+    return memsave_test::stats().cpu_peak_bytes - base;
+  });
+}
+
+TEST(Relu, ChunkedBackwardNeedsNoFullProxy) {
+  for (bool channels_last : {false, true})
+    for (bool inplace : {false, true}) {
+      const int64_t act = 4 * 16 * 64 * 64 * 4;
+      const int64_t stock = relu_backward_extra(false, at::kFloat, channels_last, inplace);
+      const int64_t ours = relu_backward_extra(true, at::kFloat, channels_last, inplace);
+      std::printf("relu backward peak above live (activation %lld): stock %lld, libmemsave %lld\n", (long long)act,
+                  (long long)stock, (long long)ours);
+      // Stock allocates the result; we allocate it and one piece of proxy (65536 floats).
+      EXPECT_GE(stock, act);
+      EXPECT_LE(ours, stock + 65536 * 4) << "channels_last " << channels_last << " inplace " << inplace;
+    }
 }
 
 TEST(Relu, HooksAreActive) { EXPECT_EQ(memsave_is_active(), 1); }
