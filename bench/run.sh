@@ -184,7 +184,7 @@ mib() { awk -v b="$1" 'BEGIN { if (b == "") print "-"; else printf "%.1f", b / 1
   if [ "$python" = 1 ]; then
     echo "# Benchmark: stock PyTorch versus libmemsave, torchvision models on the Python host"
     echo
-    echo "- command: \`$cmdline\` (each row: \`memsave ab -n $runs --json --check-output -- $python_bin bench/torchvision_case.py M S --batch B --size S --steps K\`; random weights, the losses and gradient sums printed with 17 digits)"
+    echo "- command: \`$cmdline\` (each row: \`memsave ab -n $runs --json --check-output -- $python_bin bench/torchvision_case.py M S --batch B --size S --steps K\`; random weights; losses printed with 17 digits and a SHA-256 of the gradients, so equal outputs mean bitwise-equal gradients)"
   else
     echo "# Benchmark: stock LibTorch versus libmemsave"
     echo

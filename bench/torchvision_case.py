@@ -5,11 +5,13 @@ libmemsave's preload (`memsave ab ... -- /usr/bin/python3 bench/torchvision_case
     torchvision_case.py MODEL SCENARIO [--batch B] [--size S] [--steps K]
 
 Random weights (weights=None), a fixed seed, synthetic data; prints the loss of every step
-with all 17 significant digits, so that `memsave ab --check-output` compares the bits.
+with 17 significant digits and a SHA-256 of the gradients' bytes (the trainable parameters',
+or the input's), so that `memsave ab --check-output` compares the bits.
 Scenarios: full, head, surgical (first convolution and its batch norm trainable), bitfit
 (biases only), norm (normalisation parameters only), adversarial (eval mode, frozen model,
 projected-gradient steps on the input)."""
 import argparse
+import hashlib
 import sys
 
 import torch
@@ -18,6 +20,14 @@ import torchvision
 MODELS = ("resnet18", "resnet50", "vgg11", "mobilenet_v2", "efficientnet_b0")
 SCENARIOS = ("full", "head", "surgical", "bitfit", "norm", "adversarial")
 NORM_TYPES = (torch.nn.BatchNorm2d, torch.nn.LayerNorm, torch.nn.GroupNorm)
+
+
+def digest(tensors):
+    """SHA-256 of the tensors' bytes: equal digests mean bitwise-equal gradients."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def first_block(model):
@@ -79,11 +89,12 @@ def main():
         for step in range(a.steps):
             loss = loss_fn(model(x + delta), y)
             loss.backward()
+            gdig = digest([delta.grad])
             with torch.no_grad():
                 delta += alpha * delta.grad.sign()
                 delta.clamp_(-eps, eps)
                 delta.grad = None
-            print(f"step {step} loss {loss.item():.17g} delta {delta.abs().sum().item():.17g}")
+            print(f"step {step} loss {loss.item():.17g} input_grad_sha256 {gdig}")
         return
 
     model.train()
@@ -96,9 +107,9 @@ def main():
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model(x), y)
         loss.backward()
-        gsum = sum(p.grad.double().abs().sum().item() for p in params if p.grad is not None)
+        gdig = digest([p.grad for p in params if p.grad is not None])
         opt.step()
-        print(f"step {step} loss {loss.item():.17g} grad_abs_sum {gsum:.17g}")
+        print(f"step {step} loss {loss.item():.17g} grad_sha256 {gdig}")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,8 @@ expect_has "header says stock" "$(head -1 "$tmp/stock.csv")" "stock (MEMSAVE=0)"
 
 # Enough allocator events to fill the buffer: merged, bounded, the peak kept.
 MEMSAVE_TIMELINE=$tmp/long.csv MEMSAVE_REPORT=$tmp/rl.json LD_PRELOAD=$lib "$demo" --scenario full --model resnet18 \
-  --batch 1 --size 16 --steps 40 > /dev/null
+  --batch 2 --size 16 --steps 40 > /dev/null; rc=$?
+expect_eq "long run: exits 0" "$rc" "0"
 check "long run" "$tmp/long.csv" "$tmp/rl.json"
 events=$(sed -n 's/.* samples, \([0-9]*\) allocator events.*/\1/p' "$tmp/long.csv")
 if [ "${events:-0}" -gt 65536 ]; then pass "long run: $events events, more than the buffer"; else fail "long run: events" "got ${events:-none}; make the run longer"; fi
