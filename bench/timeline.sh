@@ -4,13 +4,13 @@
 # libmemsave: runs memsave-demo twice under `memsave run` with MEMSAVE_TIMELINE (MEMSAVE=0,
 # then MEMSAVE=1) and plots CPU tensor bytes against time into bench/timeline.png, keeping
 # the samples in bench/timeline-stock.csv and bench/timeline-memsave.csv.
-# Default: --scenario adversarial --model resnet50 --batch 4 --size 64 --steps 1.
+# Default: --scenario adversarial --model resnet50 --batch 4 --size 128 --steps 1.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 build=${MEMSAVE_BUILD:-$root/build}
 out=${MEMSAVE_BENCH_OUT:-$here}
-[ $# -gt 0 ] || set -- --scenario adversarial --model resnet50 --batch 4 --size 64 --steps 1
+[ $# -gt 0 ] || set -- --scenario adversarial --model resnet50 --batch 4 --size 128 --steps 1
 for f in "$build/memsave" "$build/memsave-demo"; do
   [ -x "$f" ] || { echo "bench/timeline.sh: $f is missing; build first" >&2; exit 2; }
 done
