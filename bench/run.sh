@@ -10,8 +10,9 @@
 #
 # --quick runs a small subset (a few rows, a couple of minutes). --python runs the same
 # cases on torchvision's models with /usr/bin/python3 (bench/torchvision_case.py, unmodified
-# under the preload) and writes results-python.{csv,md} and memory-ratio-python.png. Timings on a machine shared
-# with other work are noisy; the memory columns are exact and repeat to the byte.
+# under the preload) and writes results-python.{csv,md} and memory-ratio-python.png.
+# Timings on a machine shared with other work are noisy; the memory columns are exact and
+# repeat to the byte.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
     --python) python=1; shift ;;
     --build) build=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h|--help) sed -n '3,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '3,/^set -eu/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
