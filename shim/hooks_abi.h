@@ -17,8 +17,9 @@
 extern "C" {
 #endif
 
-/* 2: MEMSAVE_TRACE and the call-site table, the CUDA snapshot. */
-#define MEMSAVE_HOOKS_ABI_VERSION 2
+/* 2: MEMSAVE_TRACE and the call-site table, the CUDA snapshot.
+ * 3: MEMSAVE_TIMELINE and the timeline buffer. */
+#define MEMSAVE_HOOKS_ABI_VERSION 3
 #define MEMSAVE_HOOKS_INIT_SYMBOL "memsave_hooks_init"
 
 /* A counted fallback reason: (family, static text). The hooks pass string literals. */
@@ -54,6 +55,29 @@ struct memsave_trace {
   struct memsave_site sites[MEMSAVE_MAX_SITES];
 };
 
+/* Memory over time (MEMSAVE_TIMELINE). The hooks own one buffer, plain data with static
+ * storage, filled by the counting allocator; the shim writes it as CSV at exit. It never
+ * grows: when it is full, pairs of samples are merged (the later time and bytes, the larger
+ * max_bytes) and from then on one sample is kept per `stride` events, doubled at each merge,
+ * so the samples stay spread over the whole run and no peak is lost from max_bytes. */
+#define MEMSAVE_TIMELINE_SAMPLES 65536
+
+struct memsave_sample {
+  uint64_t ns;       /* CLOCK_MONOTONIC, nanoseconds */
+  int64_t bytes;     /* CPU tensor bytes after the event */
+  int64_t max_bytes; /* the most CPU tensor bytes since the previous sample */
+};
+
+struct memsave_timeline {
+  int lock;          /* spin lock, taken with __atomic builtins */
+  uint32_t nsamples;
+  uint64_t stride;   /* allocator events per sample: 1, doubled at each merge */
+  uint64_t events;   /* allocations and frees seen */
+  uint64_t skipped;  /* events since the last sample */
+  int64_t window_max;
+  struct memsave_sample samples[MEMSAVE_TIMELINE_SAMPLES];
+};
+
 /* The CUDA caching allocator's peak, taken by the hooks at exit before LibTorch's
  * destructors run (Note [CUDA peak] in hooks/cuda.cpp). */
 #define MEMSAVE_MAX_CUDA_DEVICES 16
@@ -87,6 +111,8 @@ struct memsave_shared {
   int cuda_devices;        /* entries of cuda_peak_bytes filled in */
   int64_t cuda_peak_bytes[MEMSAVE_MAX_CUDA_DEVICES]; /* peak allocated bytes per device */
   const char *cuda_reason; /* static text, for MEMSAVE_CUDA_UNAVAILABLE */
+  int timeline;            /* MEMSAVE_TIMELINE is set (by the shim) */
+  struct memsave_timeline *timeline_table; /* set by the hooks when timeline is set */
   /* Services of the shim. */
   void (*log)(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
   void (*note_fallback)(int family, const char *reason);

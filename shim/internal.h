@@ -20,6 +20,7 @@ struct memsave_options {
   char hooks[4096];        /* MEMSAVE_HOOKS, "" = next to libmemsave.so */
   char report[4096];       /* MEMSAVE_REPORT, "" = no report */
   int trace;               /* MEMSAVE_TRACE: top N call sites, 0 = off */
+  char timeline[4096];     /* MEMSAVE_TIMELINE, "" = no samples */
 };
 
 extern struct memsave_options memsave__opts;
@@ -46,6 +47,8 @@ const char *memsave__human(uint64_t bytes, char *buf, size_t cap);
 /* report.c */
 void memsave__report_install(void);
 void memsave__report_write(void);
+/* Writes the MEMSAVE_TIMELINE samples as CSV; once, at exit. */
+void memsave__timeline_write(void);
 
 /* The reasons table (stats.c). */
 extern struct memsave_reason memsave__reasons[MEMSAVE_MAX_REASONS];

@@ -103,6 +103,7 @@ static int activate_locked(void) {
   s->ops_mask = memsave__opts.ops_mask;
   s->verbose = memsave__opts.verbose;
   s->trace = memsave__opts.trace;
+  s->timeline = memsave__opts.timeline[0] != '\0';
   __atomic_store_n(&s->enabled, memsave__opts.enable, __ATOMIC_RELAXED);
   int rc = init(s);
   if (rc < 0) return refuse("warning: the hooks failed to start (%s)%s; no hooks installed", memsave_strerror(rc), "");

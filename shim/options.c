@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -123,8 +124,24 @@ static const struct {
     {"MEMSAVE_HOOKS", "", "a path", "hooks library; default libmemsave_hooks.so next to libmemsave.so"},
     {"MEMSAVE_REPORT", "", "stderr or a path (%p = pid, .json = JSON)", "report written at exit"},
     {"MEMSAVE_TRACE", "0", "an integer from 0 to 1000", "attribute saved bytes to the top N call sites"},
+    {"MEMSAVE_TIMELINE", "", "a path in a writable directory (%p = pid)",
+     "CSV of CPU tensor bytes over time, written at exit"},
 };
-enum { OPT_MEMSAVE, OPT_OPS, OPT_VERBOSE, OPT_HOOKS, OPT_REPORT, OPT_TRACE };
+enum { OPT_MEMSAVE, OPT_OPS, OPT_VERBOSE, OPT_HOOKS, OPT_REPORT, OPT_TRACE, OPT_TIMELINE };
+
+/* MEMSAVE_TIMELINE is written at exit; a path whose directory cannot be written is
+ * refused now, while a warning can still say so. */
+static int writable_dir_of(const char *path) {
+  size_t n = strlen(path);
+  if (path[n - 1] == '/') return 0;
+  const char *slash = strrchr(path, '/');
+  if (!slash) return access(".", W_OK) == 0;
+  if (slash == path) return access("/", W_OK) == 0;
+  char dir[4096];
+  memcpy(dir, path, (size_t)(slash - path));
+  dir[slash - path] = '\0';
+  return access(dir, W_OK) == 0;
+}
 
 static void bad(int id, const char *value) {
   bad_value(option_table[id].name, value, option_table[id].accepted,
@@ -140,6 +157,7 @@ void memsave__options_read(void) {
   o->verbose = 0;
   o->hooks[0] = o->report[0] = '\0';
   o->trace = 0;
+  o->timeline[0] = '\0';
 
   /* Verbose first, so that the other options can log at the right level. */
   if ((v = getenv("MEMSAVE_VERBOSE")) && *v && !parse_int(v, 0, 2, &o->verbose)) {
@@ -161,6 +179,13 @@ void memsave__options_read(void) {
   if ((v = getenv("MEMSAVE_TRACE")) && *v && !parse_int(v, 0, 1000, &o->trace)) {
     o->trace = 0;
     bad(OPT_TRACE, v);
+  }
+  if ((v = getenv("MEMSAVE_TIMELINE")) && *v) {
+    copy_string(o->timeline, sizeof o->timeline, "MEMSAVE_TIMELINE", v);
+    if (o->timeline[0] && !writable_dir_of(o->timeline)) {
+      o->timeline[0] = '\0';
+      bad(OPT_TIMELINE, v);
+    }
   }
 }
 
@@ -186,7 +211,8 @@ void memsave__options_list(void) {
       case OPT_VERBOSE: snprintf(value, sizeof value, "%d", o->verbose); break;
       case OPT_HOOKS: snprintf(value, sizeof value, "%.4000s", o->hooks[0] ? o->hooks : "(next to libmemsave.so)"); break;
       case OPT_REPORT: snprintf(value, sizeof value, "%.4000s", o->report[0] ? o->report : "(none)"); break;
-      default: snprintf(value, sizeof value, "%d", o->trace); break;
+      case OPT_TRACE: snprintf(value, sizeof value, "%d", o->trace); break;
+      default: snprintf(value, sizeof value, "%.4000s", o->timeline[0] ? o->timeline : "(none)"); break;
     }
     memsave__log(MEMSAVE_LOG_INFO, "option %s=%s  (%s)", option_table[i].name, value, option_table[i].doc);
   }

@@ -62,4 +62,5 @@ __attribute__((visibility("default"))) int __libc_start_main(main_fn main, int a
 __attribute__((constructor)) static void memsave_constructor(void) {
   memsave__options_read();
   memsave__report_install();
+  if (memsave__opts.timeline[0]) atexit(memsave__timeline_write);
 }

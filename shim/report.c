@@ -232,3 +232,41 @@ void memsave__report_write(void) {
 void memsave__report_install(void) {
   if (memsave__opts.report[0]) atexit(memsave__report_write);
 }
+
+/* MEMSAVE_TIMELINE: the hooks' samples as CSV, one line per sample. Installed from the
+ * constructor like the report; a process that never loaded LibTorch writes nothing. */
+void memsave__timeline_write(void) {
+  static int done;
+  struct memsave_timeline *t = memsave__shared.timeline_table;
+  if (done || !t) return;
+  done = 1;
+  char path[4200];
+  if (!expand_path(memsave__opts.timeline, path, sizeof path)) {
+    memsave__log(MEMSAVE_LOG_WARN, "warning: MEMSAVE_TIMELINE path is too long; no timeline written");
+    return;
+  }
+  FILE *f = fopen(path, "w");
+  if (!f) {
+    memsave__log(MEMSAVE_LOG_WARN, "warning: cannot write the timeline to %s", path);
+    return;
+  }
+  /* Threads may still allocate: they wait on the hooks' lock while the file is written
+   * (stdio does not allocate tensors, so this cannot wait on itself). */
+  while (__atomic_exchange_n(&t->lock, 1, __ATOMIC_ACQUIRE)) {
+  }
+  uint32_t n = t->nsamples;
+  uint64_t stride = t->stride, events = t->events;
+  fprintf(f, "# memsave timeline: libmemsave %s, pid %ld, %s, %u samples, %llu allocator events, 1 sample per %llu events\n",
+          memsave_version(), (long)getpid(), memsave_is_active() ? "active" : "stock (MEMSAVE=0)", n,
+          (unsigned long long)events, (unsigned long long)stride);
+  fprintf(f, "# columns: monotonic ns, seconds since the first sample, CPU tensor bytes, most bytes since the previous sample\n");
+  fprintf(f, "ns,t_s,bytes,max_bytes\n");
+  uint64_t t0 = n ? t->samples[0].ns : 0;
+  for (uint32_t i = 0; i < n; i++) {
+    const struct memsave_sample *s = &t->samples[i];
+    fprintf(f, "%llu,%.6f,%lld,%lld\n", (unsigned long long)s->ns, (double)(s->ns - t0) / 1e9, (long long)s->bytes,
+            (long long)s->max_bytes);
+  }
+  __atomic_store_n(&t->lock, 0, __ATOMIC_RELEASE);
+  fclose(f);
+}

@@ -1,0 +1,212 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# bench/run.sh: the benchmark table of the selective-differentiation experiment on this
+# machine. For each row (model x scenario of memsave-demo) runs
+#   memsave ab -n RUNS --json --check-output -- memsave-demo --scenario S --model M ...
+# (stock and libmemsave alternated, medians of RUNS runs each) and writes bench/results.csv,
+# bench/results.md and the chart bench/memory-ratio.png (gnuplot, from the CSV).
+#
+#   bench/run.sh [-n RUNS] [--quick] [--python] [--build DIR] [--out DIR]
+#
+# --quick runs a small subset (a few rows, a couple of minutes). --python runs the same
+# cases on torchvision's models with /usr/bin/python3 (bench/torchvision_case.py, unmodified
+# under the preload) and writes results-python.{csv,md} and memory-ratio-python.png.
+# Timings on a machine shared with other work are noisy; the memory columns are exact and
+# repeat to the byte.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+runs=3
+quick=0
+python=0
+build="$root/build"
+out="$here"
+cmdline="bench/run.sh $*"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -n|--runs) runs=$2; shift 2 ;;
+    --quick) quick=1; shift ;;
+    --python) python=1; shift ;;
+    --build) build=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    -h|--help) sed -n '3,/^set -eu/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench/run.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+memsave="$build/memsave"
+demo="$build/memsave-demo"
+for f in "$memsave" "$demo"; do
+  [ -x "$f" ] || { echo "bench/run.sh: $f is missing; build first (cmake --build build -j2)" >&2; exit 2; }
+done
+case "$root$build" in *[[:space:]]*) echo "bench/run.sh: paths with blanks are not supported" >&2; exit 2 ;; esac
+command -v jq >/dev/null || { echo "bench/run.sh: jq is needed" >&2; exit 2; }
+
+# Rows: model scenario batch size steps. Sizes make activations, not parameters, dominate
+# the peak (large images, small batches), while one run stays within seconds on 2 cores.
+# Not applicable: adversarial* and style need an image model, style a VGG, norm a model
+# with normalisation layers (the VGGs have none).
+rows_full="
+resnet18 full 8 128 2
+resnet18 head 8 128 2
+resnet18 surgical 8 128 2
+resnet18 bitfit 8 128 2
+resnet18 norm 8 128 2
+resnet18 adversarial 8 128 2
+resnet18 adversarial_train 8 128 2
+resnet50 full 4 128 2
+resnet50 surgical 4 128 2
+resnet50 bitfit 4 128 2
+resnet50 norm 4 128 2
+resnet50 adversarial 4 128 2
+resnet50 adversarial_train 4 128 2
+vgg11 full 4 128 2
+vgg11 surgical 4 128 2
+vgg11 bitfit 4 128 2
+vgg11 adversarial 4 128 2
+vgg11 style 2 128 2
+vgg16 full 2 128 2
+vgg16 surgical 2 128 2
+vgg16 bitfit 2 128 2
+vgg16 adversarial 2 128 2
+vgg16 style 2 128 2
+mobilenet_v2 full 8 128 2
+mobilenet_v2 surgical 8 128 2
+mobilenet_v2 bitfit 8 128 2
+mobilenet_v2 norm 8 128 2
+mobilenet_v2 adversarial 8 128 2
+transformer full 8 64 2
+transformer surgical 8 64 2
+transformer bitfit 8 64 2
+transformer norm 8 64 2
+"
+rows_quick="
+resnet18 full 8 128 2
+resnet18 adversarial 8 128 2
+resnet50 adversarial 4 128 2
+transformer bitfit 8 64 2
+"
+# torchvision models (bench/torchvision_case.py): the same cases; vgg11 has no norm layers.
+py_rows_full="
+resnet18 full 8 64 2
+resnet18 surgical 8 64 2
+resnet18 bitfit 8 64 2
+resnet18 norm 8 64 2
+resnet18 adversarial 8 64 2
+resnet50 full 4 64 2
+resnet50 surgical 4 64 2
+resnet50 bitfit 4 64 2
+resnet50 norm 4 64 2
+resnet50 adversarial 4 64 2
+vgg11 full 4 64 2
+vgg11 surgical 4 64 2
+vgg11 bitfit 4 64 2
+vgg11 adversarial 4 64 2
+mobilenet_v2 full 8 64 2
+mobilenet_v2 surgical 8 64 2
+mobilenet_v2 bitfit 8 64 2
+mobilenet_v2 norm 8 64 2
+mobilenet_v2 adversarial 8 64 2
+efficientnet_b0 full 8 64 2
+efficientnet_b0 surgical 8 64 2
+efficientnet_b0 bitfit 8 64 2
+efficientnet_b0 norm 8 64 2
+efficientnet_b0 adversarial 8 64 2
+"
+py_rows_quick="
+resnet18 full 8 64 2
+resnet18 adversarial 8 64 2
+"
+suffix=""
+if [ "$python" = 1 ]; then
+  suffix="-python"
+  python_bin=${MEMSAVE_BENCH_PYTHON:-/usr/bin/python3}
+  rows_full=$py_rows_full
+  rows_quick=$py_rows_quick
+fi
+if [ "$quick" = 1 ]; then rows=$rows_quick; else rows=$rows_full; fi
+if [ -n "${MEMSAVE_BENCH_ROWS:-}" ]; then rows=$MEMSAVE_BENCH_ROWS; fi
+
+# The program of one row.
+case_command() { # model scenario batch size steps
+  if [ "$python" = 1 ]; then
+    echo "$python_bin $here/torchvision_case.py $1 $2 --batch $3 --size $4 --steps $5"
+  else
+    echo "$demo --scenario $2 --model $1 --batch $3 --size $4 --steps $5"
+  fi
+}
+
+mkdir -p "$out"
+csv="$out/results$suffix.csv"
+md="$out/results$suffix.md"
+png="$out/memory-ratio$suffix.png"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+ncpu=$(grep -c '^processor' /proc/cpuinfo)
+date=$(date -u '+%Y-%m-%d %H:%M UTC')
+torch=""
+
+echo "model,scenario,batch,size,steps,peak_stock_bytes,peak_memsave_bytes,peak_ratio,time_stock_s,time_memsave_s,time_ratio,outputs_identical" > "$tmp/rows.csv"
+echo "$rows" | while read -r model scenario batch size steps; do
+  [ -n "$model" ] || continue
+  printf 'bench: %-12s %-18s batch %s size %s steps %s ... ' "$model" "$scenario" "$batch" "$size" "$steps" >&2
+  set +e
+  # shellcheck disable=SC2046 # the paths have no blanks (checked above)
+  "$memsave" ab -n "$runs" --json --check-output -- $(case_command "$model" "$scenario" "$batch" "$size" "$steps") \
+    > "$tmp/ab.json" 2> "$tmp/ab.err"
+  rc=$?
+  set -e
+  if ! [ -s "$tmp/ab.json" ] || ! jq -e .ratio "$tmp/ab.json" >/dev/null 2>&1; then
+    echo "failed (exit $rc):" >&2
+    tail -5 "$tmp/ab.err" >&2
+    echo "$model,$scenario,$batch,$size,$steps,,,,,,,error" >> "$tmp/rows.csv"
+    continue
+  fi
+  jq -r --arg m "$model" --arg s "$scenario" --arg b "$batch" --arg z "$size" --arg k "$steps" '
+    [$m, $s, $b, $z, $k, .a.median.cpu_peak_bytes, .b.median.cpu_peak_bytes, .ratio.cpu_peak_bytes,
+     .a.median.wall_s, .b.median.wall_s, .ratio.wall_s,
+     (if .output == "identical" then "yes" elif .output == "not_checked" then "not checked" else "NO" end)]
+    | map(tostring) | join(",")' "$tmp/ab.json" >> "$tmp/rows.csv"
+  jq -r .torch_version "$tmp/ab.json" > "$tmp/torch"
+  tail -1 "$tmp/rows.csv" | awk -F, '{printf "memory %s, time %s, outputs %s\n", $8, $11, $12}' >&2
+done
+torch=$(cat "$tmp/torch" 2>/dev/null || echo unknown)
+
+{
+  echo "# libmemsave benchmark: $cmdline"
+  echo "# LibTorch $torch; CPU: $cpu ($ncpu logical CPUs); $date"
+  cat "$tmp/rows.csv"
+} > "$csv"
+
+mib() { awk -v b="$1" 'BEGIN { if (b == "") print "-"; else printf "%.1f", b / 1048576 }'; }
+{
+  if [ "$python" = 1 ]; then
+    echo "# Benchmark: stock PyTorch versus libmemsave, torchvision models on the Python host"
+    echo
+    echo "- command: \`$cmdline\` (each row: \`memsave ab -n $runs --json --check-output -- $python_bin bench/torchvision_case.py M S --batch B --size S --steps K\`; random weights; losses printed with 17 digits and a SHA-256 of the gradients, so equal outputs mean bitwise-equal gradients)"
+  else
+    echo "# Benchmark: stock LibTorch versus libmemsave"
+    echo
+    echo "- command: \`$cmdline\` (each row: \`memsave ab -n $runs --json --check-output -- memsave-demo --scenario S --model M --batch B --size S --steps K\`)"
+  fi
+  echo "- LibTorch $torch, CPU: $cpu, $ncpu logical CPUs, shared with other work: times are noisy (medians of $runs alternated runs); peak bytes are exact"
+  echo "- date: $date"
+  echo "- peak: most CPU tensor bytes alive at once (the counting allocator), over the whole run; ratio = libmemsave / stock"
+  echo
+  echo "| model | scenario | batch x size | peak stock MiB | peak libmemsave MiB | peak ratio | time stock s | time libmemsave s | time ratio | outputs identical |"
+  echo "|---|---|---|---:|---:|---:|---:|---:|---:|---|"
+  tail -n +2 "$tmp/rows.csv" | while IFS=, read -r model scenario batch size steps pa pb pr ta tb tr same; do
+    echo "| $model | $scenario | $batch x $size | $(mib "$pa") | $(mib "$pb") | ${pr:--} | ${ta:--} | ${tb:--} | ${tr:--} | $same |"
+  done
+  echo
+  echo "![memory ratio]($(basename "$png"))"
+} > "$md"
+
+if command -v gnuplot >/dev/null; then
+  "$here/plot-ratio.sh" "$csv" "$png"
+else
+  echo "bench: gnuplot not found; no chart" >&2
+fi
+echo "bench: wrote $csv, $md" >&2

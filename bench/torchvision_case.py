@@ -1,0 +1,116 @@
+# SPDX-License-Identifier: MIT
+"""One benchmark case on a torchvision model, for bench/python.sh: run unmodified under
+libmemsave's preload (`memsave ab ... -- /usr/bin/python3 bench/torchvision_case.py ...`).
+
+    torchvision_case.py MODEL SCENARIO [--batch B] [--size S] [--steps K]
+
+Random weights (weights=None), a fixed seed, synthetic data; prints the loss of every step
+with 17 significant digits and a SHA-256 of the gradients' bytes (the trainable parameters',
+or the input's), so that `memsave ab --check-output` compares the bits.
+Scenarios: full, head, surgical (first convolution and its batch norm trainable), bitfit
+(biases only), norm (normalisation parameters only), adversarial (eval mode, frozen model,
+projected-gradient steps on the input)."""
+import argparse
+import hashlib
+import sys
+
+import torch
+import torchvision
+
+MODELS = ("resnet18", "resnet50", "vgg11", "mobilenet_v2", "efficientnet_b0")
+SCENARIOS = ("full", "head", "surgical", "bitfit", "norm", "adversarial")
+NORM_TYPES = (torch.nn.BatchNorm2d, torch.nn.LayerNorm, torch.nn.GroupNorm)
+
+
+def digest(tensors):
+    """SHA-256 of the tensors' bytes: equal digests mean bitwise-equal gradients."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def first_block(model):
+    """The first convolution and the batch norm right after it (the stem)."""
+    params, conv_seen = [], False
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d) and not conv_seen:
+            params += list(m.parameters())
+            conv_seen = True
+        elif isinstance(m, torch.nn.BatchNorm2d) and conv_seen:
+            params += list(m.parameters())
+            break
+    return params
+
+
+def head(model):
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    return list(last.parameters())
+
+
+def trainable(model, scenario):
+    if scenario == "full":
+        return list(model.parameters())
+    if scenario == "head":
+        return head(model)
+    if scenario == "surgical":
+        return first_block(model)
+    if scenario == "bitfit":
+        return [p for n, p in model.named_parameters() if n.endswith("bias")]
+    if scenario == "norm":
+        ps = [p for m in model.modules() if isinstance(m, NORM_TYPES) for p in m.parameters()]
+        if not ps:
+            sys.exit("norm: the model has no normalisation layers")
+        return ps
+    raise ValueError(scenario)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model", choices=MODELS)
+    ap.add_argument("scenario", choices=SCENARIOS)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=2)
+    a = ap.parse_args()
+
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, a.model)(weights=None, num_classes=10)
+    x = torch.randn(a.batch, 3, a.size, a.size)
+    y = torch.randint(0, 10, (a.batch,))
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    if a.scenario == "adversarial":
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        eps, alpha = 8 / 255, 2 / 255
+        delta = torch.zeros_like(x, requires_grad=True)
+        for step in range(a.steps):
+            loss = loss_fn(model(x + delta), y)
+            loss.backward()
+            gdig = digest([delta.grad])
+            with torch.no_grad():
+                delta += alpha * delta.grad.sign()
+                delta.clamp_(-eps, eps)
+                delta.grad = None
+            print(f"step {step} loss {loss.item():.17g} input_grad_sha256 {gdig}")
+        return
+
+    model.train()
+    params = trainable(model, a.scenario)
+    keep = {id(p) for p in params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    for step in range(a.steps):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        gdig = digest([p.grad for p in params if p.grad is not None])
+        opt.step()
+        print(f"step {step} loss {loss.item():.17g} grad_sha256 {gdig}")
+
+
+if __name__ == "__main__":
+    main()
