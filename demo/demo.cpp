@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
     std::printf("scenario %s model %s batch %lld size %lld\n", o.scenario.c_str(), o.model.c_str(),
                 (long long)o.batch, (long long)o.size);
     std::vector<double> losses = memsave_demo::run_scenario(o);
-    for (size_t i = 0; i < losses.size(); i++) std::printf("step %zu loss %.9f\n", i, losses[i]);
+    for (size_t i = 0; i < losses.size(); i++) std::printf("step %zu loss %.17g\n", i, losses[i]);  // every bit of the double
   } catch (const c10::Error& e) {
     std::fprintf(stderr, "memsave-demo: %s\n", e.what_without_backtrace());
     return 1;
