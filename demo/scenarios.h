@@ -13,8 +13,8 @@ namespace memsave_demo {
 struct ScenarioOptions {
   std::string scenario = "adversarial";
   std::string model = "resnet18";
-  int64_t batch = 8;
-  int64_t size = 64;   // image side, or sequence length for the transformer
+  int64_t batch = 16;
+  int64_t size = 128;  // image side, or sequence length for the transformer
   int64_t steps = 3;
   // Called once the model, data and optimiser exist, just before the first step: the
   // tests reset the peak here, so that they measure what training adds.
