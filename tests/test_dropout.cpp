@@ -11,6 +11,8 @@
 #include <functional>
 #include <sstream>
 
+#include <torch/version.h>
+
 #include "testing.h"
 
 namespace {
@@ -112,7 +114,7 @@ DropFn dropout(double p, bool train, bool inplace) {
 }
 
 TEST(Dropout, EqualityGrid) {
-  int ran = 0, substituted = 0;
+  int ran = 0, substituted = 0, expected = 0;
   for (double p : {0.0, 0.1, 0.5, 0.9, 1.0})
     for (bool train : {true, false})
       for (bool inplace : {false, true})
@@ -123,13 +125,18 @@ TEST(Dropout, EqualityGrid) {
             where << (inplace ? "dropout_" : "dropout") << " p" << p << (train ? " train " : " eval ") << dtype
                   << " " << layout_name(layout);
             const uint64_t n = check(dropout(p, train, inplace), layout, dtype, inplace, where.str());
-            const bool expect = train && p > 0 && p < 1 && layout != Layout::kEmpty;
+            // 2.x changed the noise layout of non-contiguous inputs (pytorch#129467); those
+            // fall back to stock there (hooks/dropout.cpp).
+            const bool layout_ok = TORCH_VERSION_MAJOR < 2 || (layout != Layout::kChannelsLast && layout != Layout::kStrided);
+            const bool expect = train && p > 0 && p < 1 && layout != Layout::kEmpty && layout_ok;
+            expected += expect;
             EXPECT_EQ(n, expect ? 1u : 0u) << where.str();
             substituted += n;
             ran++;
           }
   std::printf("Dropout.EqualityGrid: %d configurations compared, %d substituted\n", ran, substituted);
-  EXPECT_EQ(substituted, 3 * 2 * 3 * 4);
+  EXPECT_EQ(substituted, expected);
+  EXPECT_EQ(expected, TORCH_VERSION_MAJOR < 2 ? 3 * 2 * 3 * 4 : 3 * 2 * 3 * 2);
 }
 
 // p == 1 multiplies by a 0-dim zero (stock keeps that 0-dim tensor): passthrough.
