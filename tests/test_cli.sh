@@ -11,11 +11,7 @@ memsave=$1 lib=$2 host=$3 trace_host=$4 footprint=$5 demo=$6 src=$7 fake_cuda=$8
 py=/usr/bin/python3
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-failures=0
-pass() { printf 'ok   %s\n' "$1"; }
-fail() { printf 'FAIL %s\n' "$1"; shift; printf '     %s\n' "$@"; failures=$((failures + 1)); }
-expect_eq() { if [ "$2" == "$3" ]; then pass "$1"; else fail "$1" "expected: $3" "got:      $2"; fi; }
-expect_has() { if grep -q -- "$3" <<<"$2"; then pass "$1"; else fail "$1" "expected to contain: $3" "got: $2"; fi; }
+. "$(dirname "$0")/checks.sh"
 # check NAME PYTHON-EXPR FILE: the expression, over d = the JSON object in FILE, is true.
 check() {
   local out

@@ -7,11 +7,7 @@ set -u
 lib=$1 host=$2 src=$3 fake=${4:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-failures=0
-pass() { printf 'ok   %s\n' "$1"; }
-fail() { printf 'FAIL %s\n' "$1"; shift; printf '     %s\n' "$@"; failures=$((failures + 1)); }
-expect_eq() { if [ "$2" == "$3" ]; then pass "$1"; else fail "$1" "expected: $3" "got:      $2"; fi; }
-expect_has() { if grep -q -- "$3" <<<"$2"; then pass "$1"; else fail "$1" "expected to contain: $3" "got: $2"; fi; }
+. "$(dirname "$0")/checks.sh"
 unset MEMSAVE MEMSAVE_OPS MEMSAVE_VERBOSE MEMSAVE_HOOKS MEMSAVE_REPORT MEMSAVE_TRACE
 export OMP_NUM_THREADS=1
 

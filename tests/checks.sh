@@ -1,0 +1,8 @@
+# SPDX-License-Identifier: MIT
+# checks.sh: the assertions the shell tests share (sourced). Each check prints one line;
+# a failure shows what was expected and what came, and is counted in $failures.
+failures=0
+pass() { printf 'ok   %s\n' "$1"; }
+fail() { printf 'FAIL %s\n' "$1"; shift; printf '     %s\n' "$@"; failures=$((failures + 1)); }
+expect_eq() { if [ "$2" == "$3" ]; then pass "$1"; else fail "$1" "expected: $3" "got:      $2"; fi; }
+expect_has() { if grep -q -- "$3" <<<"$2"; then pass "$1"; else fail "$1" "expected to contain: $3" "got: $2"; fi; }
