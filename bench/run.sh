@@ -148,7 +148,16 @@ ncpu=$(grep -c '^processor' /proc/cpuinfo)
 date=$(date -u '+%Y-%m-%d %H:%M UTC')
 torch=""
 
-echo "model,scenario,batch,size,steps,peak_stock_bytes,peak_memsave_bytes,peak_ratio,time_stock_s,time_memsave_s,time_ratio,outputs_identical" > "$tmp/rows.csv"
+# The steps peak of one run (memsave-demo's and torchvision_case.py's stderr line): the peak
+# CPU tensor bytes above what is alive before the first step. Exact, so one run per side.
+steps_peak() { # MEMSAVE value, then the program and its arguments
+  m=$1
+  shift
+  MEMSAVE=$m LD_PRELOAD="$build/libmemsave.so" "$@" 2>&1 >/dev/null |
+    sed -n 's/.*steps peak above them \([0-9][0-9]*\).*/\1/p' | tail -1
+}
+
+echo "model,scenario,batch,size,steps,peak_stock_bytes,peak_memsave_bytes,peak_ratio,time_stock_s,time_memsave_s,time_ratio,outputs_identical,steps_peak_stock_bytes,steps_peak_memsave_bytes,steps_peak_ratio" > "$tmp/rows.csv"
 echo "$rows" | while read -r model scenario batch size steps; do
   [ -n "$model" ] || continue
   printf 'bench: %-12s %-18s batch %s size %s steps %s ... ' "$model" "$scenario" "$batch" "$size" "$steps" >&2
@@ -161,16 +170,23 @@ echo "$rows" | while read -r model scenario batch size steps; do
   if ! [ -s "$tmp/ab.json" ] || ! jq -e .ratio "$tmp/ab.json" >/dev/null 2>&1; then
     echo "failed (exit $rc):" >&2
     tail -5 "$tmp/ab.err" >&2
-    echo "$model,$scenario,$batch,$size,$steps,,,,,,,error" >> "$tmp/rows.csv"
+    echo "$model,$scenario,$batch,$size,$steps,,,,,,,error,,," >> "$tmp/rows.csv"
     continue
   fi
-  jq -r --arg m "$model" --arg s "$scenario" --arg b "$batch" --arg z "$size" --arg k "$steps" '
+  # shellcheck disable=SC2046
+  sa=$(steps_peak 0 $(case_command "$model" "$scenario" "$batch" "$size" "$steps"))
+  # shellcheck disable=SC2046
+  sb=$(steps_peak 1 $(case_command "$model" "$scenario" "$batch" "$size" "$steps"))
+  sr=$(awk -v a="$sa" -v b="$sb" 'BEGIN { if (a > 0 && b != "") printf "%.4g", b / a }')
+  jq -r --arg m "$model" --arg s "$scenario" --arg b "$batch" --arg z "$size" --arg k "$steps" \
+        --arg sa "$sa" --arg sb "$sb" --arg sr "$sr" '
     [$m, $s, $b, $z, $k, .a.median.cpu_peak_bytes, .b.median.cpu_peak_bytes, .ratio.cpu_peak_bytes,
      .a.median.wall_s, .b.median.wall_s, .ratio.wall_s,
-     (if .output == "identical" then "yes" elif .output == "not_checked" then "not checked" else "NO" end)]
+     (if .output == "identical" then "yes" elif .output == "not_checked" then "not checked" else "NO" end),
+     $sa, $sb, $sr]
     | map(tostring) | join(",")' "$tmp/ab.json" >> "$tmp/rows.csv"
   jq -r .torch_version "$tmp/ab.json" > "$tmp/torch"
-  tail -1 "$tmp/rows.csv" | awk -F, '{printf "memory %s, time %s, outputs %s\n", $8, $11, $12}' >&2
+  tail -1 "$tmp/rows.csv" | awk -F, '{printf "memory %s (steps %s), time %s, outputs %s\n", $8, $15, $11, $12}' >&2
 done
 torch=$(cat "$tmp/torch" 2>/dev/null || echo unknown)
 
@@ -193,12 +209,13 @@ mib() { awk -v b="$1" 'BEGIN { if (b == "") print "-"; else printf "%.1f", b / 1
   fi
   echo "- LibTorch $torch, CPU: $cpu, $ncpu logical CPUs, shared with other work: times are noisy (medians of $runs alternated runs); peak bytes are exact"
   echo "- date: $date"
-  echo "- peak: most CPU tensor bytes alive at once (the counting allocator), over the whole run; ratio = libmemsave / stock"
+  echo "- peak: most CPU tensor bytes alive at once (the counting allocator), over the whole run, parameters and data included; ratio = libmemsave / stock"
+  echo "- steps peak: the peak above the tensor bytes alive just before the first step (parameters, data, optimiser: the same on both sides), i.e. what the steps' activations and gradients cost; one run per side (exact)"
   echo
-  echo "| model | scenario | batch x size | peak stock MiB | peak libmemsave MiB | peak ratio | time stock s | time libmemsave s | time ratio | outputs identical |"
-  echo "|---|---|---|---:|---:|---:|---:|---:|---:|---|"
-  tail -n +2 "$tmp/rows.csv" | while IFS=, read -r model scenario batch size steps pa pb pr ta tb tr same; do
-    echo "| $model | $scenario | $batch x $size | $(mib "$pa") | $(mib "$pb") | ${pr:--} | ${ta:--} | ${tb:--} | ${tr:--} | $same |"
+  echo "| model | scenario | batch x size | peak stock MiB | peak libmemsave MiB | peak ratio | steps peak stock MiB | steps peak libmemsave MiB | steps peak ratio | time stock s | time libmemsave s | time ratio | outputs identical |"
+  echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+  tail -n +2 "$tmp/rows.csv" | while IFS=, read -r model scenario batch size steps pa pb pr ta tb tr same sa sb sr; do
+    echo "| $model | $scenario | $batch x $size | $(mib "$pa") | $(mib "$pb") | ${pr:--} | $(mib "$sa") | $(mib "$sb") | ${sr:--} | ${ta:--} | ${tb:--} | ${tr:--} | $same |"
   done
   echo
   echo "![memory ratio]($(basename "$png"))"

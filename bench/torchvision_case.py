@@ -11,6 +11,7 @@ Scenarios: full, head, surgical (first convolution and its batch norm trainable)
 (biases only), norm (normalisation parameters only), adversarial (eval mode, frozen model,
 projected-gradient steps on the input)."""
 import argparse
+import ctypes
 import hashlib
 import sys
 
@@ -28,6 +29,45 @@ def digest(tensors):
     for t in tensors:
         h.update(t.detach().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+class MemsaveStats(ctypes.Structure):
+    """struct memsave_stats of shim/memsave.h (MEMSAVE_FAMILY_SLOTS = 8)."""
+    _fields_ = [("size", ctypes.c_uint64), ("substituted", ctypes.c_uint64 * 8),
+                ("fallbacks", ctypes.c_uint64 * 8), ("passthrough", ctypes.c_uint64 * 8),
+                ("bytes_kept", ctypes.c_uint64), ("bytes_stock", ctypes.c_uint64),
+                ("cpu_current_bytes", ctypes.c_uint64), ("cpu_peak_bytes", ctypes.c_uint64),
+                ("cpu_peak_total_bytes", ctypes.c_uint64)]
+
+
+class StepsPeak:
+    """The CPU tensor bytes alive before the first step and the steps' peak above them, asked
+    of libmemsave's C ABI when it is preloaded (also with MEMSAVE=0), as memsave-demo does;
+    printed on stderr so that `memsave ab --check-output` compares the losses only."""
+
+    def __init__(self):
+        process = ctypes.CDLL(None)
+        self.get_stats = getattr(process, "memsave_get_stats", None)
+        self.reset_peak = getattr(process, "memsave_reset_peak", None)
+        self.base = None
+
+    def stats(self):
+        st = MemsaveStats()
+        if self.get_stats is None or self.get_stats(ctypes.byref(st), ctypes.sizeof(st)) != 0:
+            return None
+        return st
+
+    def before_first_step(self):
+        st = self.stats()
+        if st is not None and self.reset_peak is not None:
+            self.reset_peak()
+            self.base = st.cpu_current_bytes
+
+    def print(self):
+        st = self.stats()
+        if st is not None and self.base is not None:
+            print(f"torchvision_case: CPU tensor bytes before the first step {self.base}, "
+                  f"steps peak above them {st.cpu_peak_bytes - self.base}", file=sys.stderr)
 
 
 def first_block(model):
@@ -80,12 +120,14 @@ def main():
     y = torch.randint(0, 10, (a.batch,))
     loss_fn = torch.nn.CrossEntropyLoss()
 
+    steps_peak = StepsPeak()
     if a.scenario == "adversarial":
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
         eps, alpha = 8 / 255, 2 / 255
         delta = torch.zeros_like(x, requires_grad=True)
+        steps_peak.before_first_step()
         for step in range(a.steps):
             loss = loss_fn(model(x + delta), y)
             loss.backward()
@@ -95,6 +137,7 @@ def main():
                 delta.clamp_(-eps, eps)
                 delta.grad = None
             print(f"step {step} loss {loss.item():.17g} input_grad_sha256 {gdig}")
+        steps_peak.print()
         return
 
     model.train()
@@ -103,6 +146,7 @@ def main():
     for p in model.parameters():
         p.requires_grad_(id(p) in keep)
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    steps_peak.before_first_step()
     for step in range(a.steps):
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model(x), y)
@@ -110,6 +154,7 @@ def main():
         gdig = digest([p.grad for p in params if p.grad is not None])
         opt.step()
         print(f"step {step} loss {loss.item():.17g} grad_sha256 {gdig}")
+    steps_peak.print()
 
 
 if __name__ == "__main__":

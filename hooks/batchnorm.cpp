@@ -52,6 +52,18 @@ using torch::autograd::variable_list;
 // tensors' version counters), an uninitialised tensor is built with empty_strided, as for
 // convolution (Note [Stand-in]).
 //
+// Note [Batch norm eval in pieces]: in eval mode with only the input's gradient, each element
+// of the result is grad_out * invstd * weight of its channel, invstd computed from the running
+// variance alone (batch_norm_cpu_backward_contiguous_impl and the other CPU paths of
+// batch_norm_backward_cpu in 1.13 and 2.x). So stock's kernel run on a slice of the batch
+// gives, element for element, what it gives on the whole batch. When the incoming gradient is
+// contiguous, has the input's geometry and is ours to reuse (Note [Reusing the incoming
+// gradient] in common.h), we run the kernel on slices of about kPieceBytes and copy each
+// result into the gradient's own slice, which is returned. Stock's step holds the gradient and
+// a result of the same size (in 1.13 two: its CPU kernel allocates grad_input twice); ours,
+// the gradient and two slices. The bias gradient, a sum over the batch, would change with the
+// slicing, so any call that wants it (or the weight's) keeps the single call. CPU only.
+//
 // CUDA (source reading only, not run: no GPU in the development setup): the eval kernel
 // uses the input only for its sizes, but when the bias needs a gradient it runs a reduction
 // over the input and picks kernels by its layout, and every training backward reads it
@@ -101,6 +113,10 @@ struct MemsaveBatchNormBackward final : public Node {
     // We build this node only when backward never reads the input's values.
     TORCH_INTERNAL_ASSERT(!mask[1], "MemsaveBatchNormBackward: weight gradient requested without a kept input");
     TORCH_INTERNAL_ASSERT(!(training_ && mask[0]), "MemsaveBatchNormBackward: training input gradient requested");
+    if (in_pieces(grad, mask)) {
+      out[0] = backward_in_pieces(grads[0], weight, running_mean, running_var, save_mean, save_invstd);
+      return out;
+    }
     // cudnn_batch_norm's eval formula is this same call (with training == false).
     auto res = at::native_batch_norm_backward(grad, stand_in(grad), weight, running_mean, running_var, save_mean,
                                               save_invstd, training_, eps_, mask);
@@ -110,13 +126,51 @@ struct MemsaveBatchNormBackward final : public Node {
   }
 
  private:
+  bool has_input_geometry(const at::Tensor& grad) const {
+    return grad.sizes() == at::IntArrayRef(input_.sizes) && grad.strides() == at::IntArrayRef(input_.strides) &&
+           grad.dtype() == input_.options.dtype() && grad.device() == input_.options.device();
+  }
+
   // Note [Batch norm stand-in].
   at::Tensor stand_in(const at::Tensor& grad) const {
-    if (!at::GradMode::is_enabled() && grad.sizes() == at::IntArrayRef(input_.sizes) &&
-        grad.strides() == at::IntArrayRef(input_.strides) && grad.dtype() == input_.options.dtype() &&
-        grad.device() == input_.options.device())
-      return grad;
+    if (!at::GradMode::is_enabled() && has_input_geometry(grad)) return grad;
     return input_.empty_strided();
+  }
+
+  // Note [Batch norm eval in pieces].
+  static constexpr int64_t kPieceBytes = int64_t{1} << 20;
+
+  bool in_pieces(const at::Tensor& grad, const std::array<bool, 3>& mask) const {
+    if (training_ || !mask[0] || mask[1] || mask[2] || !grad.is_cpu() || grad.dim() < 2 || !grad.is_contiguous() ||
+        !has_input_geometry(grad) || !gradient_is_reusable(grad))
+      return false;
+    return pieces(grad) > 1;
+  }
+
+  // Samples per piece: about kPieceBytes, at least one.
+  int64_t samples_per_piece(const at::Tensor& grad) const {
+    const int64_t sample_bytes = static_cast<int64_t>(tensor_bytes(grad)) / std::max<int64_t>(grad.size(0), 1);
+    return std::max<int64_t>(1, kPieceBytes / std::max<int64_t>(sample_bytes, 1));
+  }
+  int64_t pieces(const at::Tensor& grad) const {
+    const int64_t per = samples_per_piece(grad);
+    return (grad.size(0) + per - 1) / per;
+  }
+
+  at::Tensor backward_in_pieces(const at::Tensor& grad, const c10::optional<at::Tensor>& weight,
+                                const c10::optional<at::Tensor>& running_mean,
+                                const c10::optional<at::Tensor>& running_var, const at::Tensor& save_mean,
+                                const at::Tensor& save_invstd) const {
+    at::AutoDispatchBelowADInplaceOrView guard;  // plain tensors: no grad (in_pieces), no view tracking
+    const int64_t n = grad.size(0), per = samples_per_piece(grad);
+    for (int64_t start = 0; start < n; start += per) {
+      const at::Tensor g = grad.narrow(0, start, std::min(per, n - start));
+      // The piece is its own stand-in, as the whole gradient is in Note [Batch norm stand-in].
+      auto res = at::native_batch_norm_backward(g, g, weight, running_mean, running_var, save_mean, save_invstd,
+                                                /*train=*/false, eps_, {true, false, false});
+      g.copy_(std::get<0>(res));
+    }
+    return grad;
   }
 
   Geometry input_;

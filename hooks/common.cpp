@@ -57,6 +57,12 @@ const char* unsupported_keys(c10::DispatchKeySet ks) {
   return nullptr;
 }
 
+bool gradient_is_reusable(const at::Tensor& grad) {
+  return !at::GradMode::is_enabled() && grad.defined() && grad.layout() == c10::kStrided && !grad.requires_grad() &&
+         !grad.is_view() && !grad.is_conj() && !grad.is_neg() && !grad._is_zerotensor() && grad.use_count() == 1 && grad.has_storage() &&
+         grad.storage().use_count() == 1 && grad.storage().resizable() && grad.is_non_overlapping_and_dense();
+}
+
 void count_substituted(memsave_family_t family, uint64_t bytes_kept, uint64_t bytes_stock) {
   __atomic_fetch_add(&g_shared->substituted[family], 1, __ATOMIC_RELAXED);
   __atomic_fetch_add(&g_shared->bytes_kept, bytes_kept, __ATOMIC_RELAXED);

@@ -53,6 +53,20 @@ void count_fallback(memsave_family_t family, const char* reason);
 // Tensor bytes of a tensor's elements (numel x element size); 0 for undefined.
 uint64_t tensor_bytes(const at::Tensor& t);
 
+// Note [Reusing the incoming gradient]: a backward that maps each element of its incoming
+// gradient to one element of its result, with the same sizes and strides (ReLU family, batch
+// norm in eval with only the input's gradient), may write its result into the incoming
+// gradient's memory instead of a new tensor, when nothing else can see that memory: grad
+// mode is off (no create_graph: the engine records nothing), the tensor is not a view, this
+// node holds the only reference to it and to its storage (hooks, retain_grad, captured
+// gradients of autograd.grad, the other branch of an addition and detached aliases all hold
+// references), and the storage came from an allocator (not from_blob/from_numpy). The
+// engine's InputBuffer relies on the same use-count rule to accumulate in place. The values
+// are those of stock's kernel, run on the same elements (its out= form with the result
+// aliasing the gradient, or in pieces copied back); only the result's address differs, so
+// the peak of that backward step loses one activation.
+bool gradient_is_reusable(const at::Tensor& grad);
+
 // Calls stock's kernel for `op` with the arguments on `stack`: the Autograd alias for ops
 // that have their own autograd kernel, CompositeImplicitAutograd for composite ones.
 inline void call_stock(const c10::OperatorHandle& op, torch::jit::Stack* stack, c10::DispatchKey key) {

@@ -361,6 +361,8 @@ variable_list MemsaveReluFamilyBackward::apply(variable_list&& grads) {
 // build (the only position-dependent case, a NaN in hardtanh's tensor, goes to stock:
 // Note [NaN in hardtanh on CPU]); pieces start at multiples of kChunk anyway.
 // Under create_graph the proxy must be one tensor carrying an edge, so that path stays.
+// When nothing else holds the incoming gradient, the result is written into it (Note
+// [Reusing the incoming gradient] in common.h).
 bool MemsaveReluFamilyBackward::can_chunk(const at::Tensor& grad, const at::Tensor& bits) const {
   const at::ScalarType t = options_.dtype().toScalarType();
   return !at::GradMode::is_enabled() && grad.is_cpu() && grad.layout() == at::kStrided &&
@@ -372,7 +374,10 @@ bool MemsaveReluFamilyBackward::can_chunk(const at::Tensor& grad, const at::Tens
 at::Tensor MemsaveReluFamilyBackward::backward_in_chunks(const at::Tensor& grad, const at::Tensor& bits) const {
   at::AutoDispatchBelowADInplaceOrView guard;  // plain tensors: no grad (can_chunk), no view tracking
   const int64_t n = grad.numel();
-  at::Tensor result = at::empty_strided(grad.sizes(), grad.strides(), grad.options());
+  // Note [Reusing the incoming gradient] in common.h: the out= kernel then runs with its
+  // result aliasing its gradient argument, element for element.
+  at::Tensor result =
+      gradient_is_reusable(grad) ? grad : at::empty_strided(grad.sizes(), grad.strides(), grad.options());
   // Dense: the elements fill [storage_offset, storage_offset + n) in memory order.
   const at::Tensor grad_flat = grad.as_strided({n}, {1}, grad.storage_offset());
   const at::Tensor result_flat = result.as_strided({n}, {1}, result.storage_offset());

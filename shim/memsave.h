@@ -63,6 +63,7 @@ struct memsave_stats {
   uint64_t bytes_stock;                          /* tensor bytes stock's nodes would keep for the same calls */
   uint64_t cpu_current_bytes;                    /* CPU tensor bytes allocated now (counting allocator) */
   uint64_t cpu_peak_bytes;                       /* peak of the above since start or memsave_reset_peak */
+  uint64_t cpu_peak_total_bytes;                 /* peak of the above since start, whatever the resets */
 };
 
 /* The library's version, "MAJOR.MINOR.PATCH". */
@@ -83,7 +84,9 @@ MEMSAVE_API int memsave_set_enabled(int on);
  * Returns 0, or MEMSAVE_EINVAL for a NULL pointer or a size smaller than 8. */
 MEMSAVE_API int memsave_get_stats(struct memsave_stats *out, size_t size);
 
-/* Sets the peak tensor bytes to the current tensor bytes. */
+/* Sets the peak tensor bytes (cpu_peak_bytes) to the current tensor bytes, so that a host can
+ * measure the peak of one phase. cpu_peak_total_bytes and the report at exit keep the
+ * whole run's peak. */
 MEMSAVE_API void memsave_reset_peak(void);
 
 /* Family name ("conv", "linear", ...) or NULL for an unknown index. */

@@ -104,7 +104,7 @@ static void write_json(FILE *f, const struct memsave_stats *st) {
             (unsigned long long)st->passthrough[i], (unsigned long long)st->fallbacks[i]);
   fprintf(f, "},\"bytes_kept\":%llu,\"bytes_stock\":%llu,\"cpu_current_bytes\":%llu,\"cpu_peak_bytes\":%llu,",
           (unsigned long long)st->bytes_kept, (unsigned long long)st->bytes_stock,
-          (unsigned long long)st->cpu_current_bytes, (unsigned long long)st->cpu_peak_bytes);
+          (unsigned long long)st->cpu_current_bytes, (unsigned long long)st->cpu_peak_total_bytes);
   fprintf(f, "\"cuda\":{\"state\":\"%s\"", cuda_state_name(s->cuda_state));
   if (s->cuda_state == MEMSAVE_CUDA_UNAVAILABLE && s->cuda_reason) {
     fprintf(f, ",\"reason\":");
@@ -171,7 +171,7 @@ static void write_text(FILE *f, const struct memsave_stats *st) {
   fprintf(f, "memsave:   kept for backward: %s (stock would keep %s, not kept %s)\n",
           memsave__human(st->bytes_kept, a, sizeof a), memsave__human(st->bytes_stock, b, sizeof b),
           memsave__human(st->bytes_stock - st->bytes_kept, c, sizeof c));
-  fprintf(f, "memsave:   CPU tensor bytes: peak %s, at exit %s\n", memsave__human(st->cpu_peak_bytes, a, sizeof a),
+  fprintf(f, "memsave:   CPU tensor bytes: peak %s, at exit %s\n", memsave__human(st->cpu_peak_total_bytes, a, sizeof a),
           memsave__human(st->cpu_current_bytes, b, sizeof b));
   if (s->cuda_state == MEMSAVE_CUDA_PRESENT) {
     for (int d = 0; d < s->cuda_devices; d++)

@@ -73,6 +73,10 @@ int memsave_set_enabled(int on) {
   return __atomic_exchange_n(&memsave__shared.enabled, on ? 1 : 0, __ATOMIC_RELAXED);
 }
 
+/* The whole run's peak up to the last memsave_reset_peak: with the current peak, the
+ * whole run's (cpu_peak_total_bytes, the report). */
+static int64_t peak_before_reset;
+
 int memsave_get_stats(struct memsave_stats *out, size_t size) {
   if (!out || size < sizeof(uint64_t)) return MEMSAVE_EINVAL;
   const struct memsave_shared *s = &memsave__shared;
@@ -89,6 +93,8 @@ int memsave_get_stats(struct memsave_stats *out, size_t size) {
   int64_t peak = __atomic_load_n(&s->cpu_peak_bytes, __ATOMIC_RELAXED);
   st.cpu_current_bytes = cur > 0 ? (uint64_t)cur : 0;
   st.cpu_peak_bytes = peak > 0 ? (uint64_t)peak : 0;
+  int64_t before = __atomic_load_n(&peak_before_reset, __ATOMIC_RELAXED);
+  st.cpu_peak_total_bytes = (uint64_t)(before > peak ? before : peak > 0 ? peak : 0);
   size_t n = size < sizeof st ? size : sizeof st;
   st.size = n;
   memcpy(out, &st, n);
@@ -97,7 +103,11 @@ int memsave_get_stats(struct memsave_stats *out, size_t size) {
 
 void memsave_reset_peak(void) {
   int64_t cur = __atomic_load_n(&memsave__shared.cpu_current_bytes, __ATOMIC_RELAXED);
-  __atomic_store_n(&memsave__shared.cpu_peak_bytes, cur, __ATOMIC_RELAXED);
+  int64_t old = __atomic_exchange_n(&memsave__shared.cpu_peak_bytes, cur, __ATOMIC_RELAXED);
+  int64_t before = __atomic_load_n(&peak_before_reset, __ATOMIC_RELAXED);
+  while (old > before &&
+         !__atomic_compare_exchange_n(&peak_before_reset, &before, old, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+  }
 }
 
 const char *memsave_err_name(int err) {

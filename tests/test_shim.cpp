@@ -115,6 +115,16 @@ TEST(Abi, PeakResetsToCurrent) {
   struct memsave_stats st;
   memsave_get_stats(&st, sizeof st);
   EXPECT_EQ(st.cpu_peak_bytes, 100u);
+  EXPECT_GE(st.cpu_peak_total_bytes, 900u) << "the whole run's peak survives the reset";
+  // A later, higher peak is the whole run's; a lower one is not.
+  __atomic_store_n(&memsave__shared.cpu_peak_bytes, 1500, __ATOMIC_RELAXED);
+  memsave_get_stats(&st, sizeof st);
+  EXPECT_EQ(st.cpu_peak_total_bytes, 1500u);
+  memsave_reset_peak();
+  __atomic_store_n(&memsave__shared.cpu_peak_bytes, 200, __ATOMIC_RELAXED);
+  memsave_get_stats(&st, sizeof st);
+  EXPECT_EQ(st.cpu_peak_bytes, 200u);
+  EXPECT_EQ(st.cpu_peak_total_bytes, 1500u);
 }
 
 TEST(Abi, SetEnabledReturnsPrevious) {
