@@ -7,16 +7,16 @@ csv=$1
 png=$2
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
-# label, whole-run ratio, steps ratio (column 15; "-" when absent), skipping comments, the
+# label (model scenario BxS), whole-run ratio, steps ratio (column 15; "-" when absent), skipping comments, the
 # header and failed rows.
 grep -v '^#' "$csv" | tail -n +2 |
-  awk -F, '$8 != "" { printf "\"%s %s\" %s %s\n", $1, $2, $8, ($15 != "" ? $15 : "-") }' > "$tmp"
+  awk -F, '$8 != "" { printf "\"%s %s %sx%s\" %s %s\n", $1, $2, $3, $4, $8, ($15 != "" ? $15 : "-") }' > "$tmp"
 n=$(wc -l < "$tmp")
 [ "$n" -gt 0 ] || { echo "plot-ratio: no rows in $csv" >&2; exit 1; }
 width=$((300 + 30 * n))
 [ "$width" -ge 900 ] || width=900
-term="pngcairo size $width,600 font 'sans,10'"
-gnuplot -e "set terminal pngcairo" 2>/dev/null || term="png size $width,600"
+term="pngcairo size $width,680 font 'sans,10'"
+gnuplot -e "set terminal pngcairo" 2>/dev/null || term="png size $width,680"
 gnuplot <<GP
 set terminal $term
 set output '$png'
@@ -32,7 +32,7 @@ set grid ytics
 set xtics rotate by -60 scale 0 font ',9'
 set key top left
 set ylabel 'peak ratio'
-set bmargin 10
+set bmargin 14
 plot '$tmp' using (\$0-0.2):2:xtic(1) with boxes lc rgb '#3b75af' title 'whole run', \\
      '' using (\$0+0.2):3 with boxes lc rgb '#e08a2c' title 'steps (above the state before the first step)', \\
      '' using (\$0-0.2):2:(sprintf('%.2f', \$2)) with labels offset 0,0.7 font ',7' notitle, \\

@@ -44,7 +44,7 @@ command -v jq >/dev/null || { echo "bench/run.sh: jq is needed" >&2; exit 2; }
 
 # Rows: model scenario batch size steps. Sizes make activations, not parameters, dominate
 # the peak (large images, small batches), while one run stays within seconds on 2 cores;
-# the adversarial rows at 32x160 / 16x160 show the whole-run ratio where the parameters
+# the adversarial rows at 32x160 show the whole-run ratio where the parameters
 # (45 / 98 MiB) are a small part of stock's peak, as at real training sizes.
 # Not applicable: adversarial* and style need an image model, style a VGG, norm a model
 # with normalisation layers (the VGGs have none).
@@ -63,7 +63,7 @@ resnet50 bitfit 4 128 2
 resnet50 norm 4 128 2
 resnet50 adversarial 4 128 2
 resnet50 adversarial_train 4 128 2
-resnet50 adversarial 16 160 2
+resnet50 adversarial 32 160 2
 vgg11 full 4 128 2
 vgg11 surgical 4 128 2
 vgg11 bitfit 4 128 2

@@ -33,6 +33,7 @@ namespace memsave {
 namespace {
 
 using torch::autograd::Node;
+using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
 
 constexpr auto F = MEMSAVE_FAMILY_DROPOUT;
@@ -46,33 +47,38 @@ constexpr at::MemoryFormat kNoiseFormat = at::MemoryFormat::Contiguous;
 // Node for the composite: backward is MulBackward0's grad * noise, with noise rebuilt as
 // mask * value: 1 * value and 0 * value are exact, so the rebuilt noise equals stock's bit
 // for bit, with the same strides (BitMask keeps the memory order).
+//
+// Both nodes keep the packed bits (and the composite's value) in SavedVariables, as stock keeps
+// its noise or mask: saved-tensor hooks (save_on_cpu, offloading) see them, and unpacking
+// after release raises stock's "backward through the graph a second time".
 class MemsaveDropoutBackward final : public Node {
  public:
   std::string name() const override { return "MemsaveDropoutBackward"; }
 
-  void keep(BitMask mask, at::Tensor value) {
-    mask_ = std::move(mask);
-    value_ = std::move(value);
+  void keep(BitMask mask, const at::Tensor& value) {
+    bits_ = SavedVariable(mask.take_bits(), /*is_output=*/false);
+    mask_ = std::move(mask);  // the layout; the bytes are in bits_
+    value_ = SavedVariable(value, /*is_output=*/false);
   }
 
   void release_variables() override {
     std::lock_guard<std::mutex> lock(mutex_);
-    released_ = true;
-    mask_ = BitMask();
-    value_.reset();
+    bits_.reset_data();
+    value_.reset_data();
   }
 
   variable_list apply(variable_list&& grads) override {
     std::lock_guard<std::mutex> lock(mutex_);
     TORCH_INTERNAL_ASSERT(grads.size() == 1, name(), ": expected 1 gradient, got ", grads.size());
-    TORCH_CHECK(!released_, torch::autograd::ERR_BACKWARD_TWICE);
+    const at::Tensor bits = bits_.unpack(), value = value_.unpack();
     variable_list out(1);
     const at::Tensor& grad = grads[0];
     if (!task_should_compute_output(0) || !grad.defined()) return out;
     at::Tensor noise;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      noise = mask_.unpack(value_.scalar_type()).mul_(value_);  // in place: one noise-sized buffer
+      // In place: one noise-sized buffer.
+      noise = mask_.unpack_bits(bits, value.scalar_type(), 1, 0).mul_(value);
     }
     out[0] = at::mul(grad, noise);  // stock: mul_tensor_backward(grad, other) = grad * other.conj()
     return out;
@@ -80,8 +86,8 @@ class MemsaveDropoutBackward final : public Node {
 
  private:
   BitMask mask_;
-  at::Tensor value_;  // 0-dim, the noise's dtype and device
-  bool released_ = false;
+  SavedVariable bits_;
+  SavedVariable value_;  // 0-dim, the noise's dtype and device
 };
 
 // Node for native_dropout: NativeDropoutBackward0's formula with the mask unpacked to the
@@ -93,20 +99,20 @@ class MemsaveNativeDropoutBackward final : public Node {
   std::string name() const override { return "MemsaveNativeDropoutBackward"; }
 
   void keep(BitMask mask, at::ScalarType dtype) {
+    bits_ = SavedVariable(mask.take_bits(), /*is_output=*/false);
     mask_ = std::move(mask);
     mask_dtype_ = dtype;
   }
 
   void release_variables() override {
     std::lock_guard<std::mutex> lock(mutex_);
-    released_ = true;
-    mask_ = BitMask();
+    bits_.reset_data();
   }
 
   variable_list apply(variable_list&& grads) override {
     std::lock_guard<std::mutex> lock(mutex_);
     TORCH_INTERNAL_ASSERT(grads.size() == 1, name(), ": expected 1 gradient, got ", grads.size());
-    TORCH_CHECK(!released_, torch::autograd::ERR_BACKWARD_TWICE);
+    const at::Tensor bits = bits_.unpack();
     variable_list out(1);
     const at::Tensor& grad = grads[0];
     if (!task_should_compute_output(0) || !grad.defined()) return out;
@@ -115,7 +121,7 @@ class MemsaveNativeDropoutBackward final : public Node {
     at::Tensor mask;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      mask = mask_.unpack(mask_dtype_);
+      mask = mask_.unpack_bits(bits, mask_dtype_, 1, 0);
     }
     if (at::GradMode::is_enabled()) {
       out[0] = grad * (mask.type_as(grad) * scale);  // infinitely_differentiable_native_dropout_backward
@@ -128,9 +134,9 @@ class MemsaveNativeDropoutBackward final : public Node {
  private:
   double p_;
   c10::optional<bool> train_;
-  BitMask mask_;
+  BitMask mask_;  // the layout; the bytes are in bits_
+  SavedVariable bits_;
   at::ScalarType mask_dtype_ = at::kBool;
-  bool released_ = false;
 };
 
 const char* unsupported_input(c10::DispatchKeySet ks, const at::Tensor& input) {
