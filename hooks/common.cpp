@@ -58,9 +58,14 @@ const char* unsupported_keys(c10::DispatchKeySet ks) {
 }
 
 bool gradient_is_reusable(const at::Tensor& grad) {
-  return !at::GradMode::is_enabled() && grad.defined() && grad.layout() == c10::kStrided && !grad.requires_grad() &&
-         !grad.is_view() && !grad.is_conj() && !grad.is_neg() && !grad._is_zerotensor() && grad.use_count() == 1 && grad.has_storage() &&
-         grad.storage().use_count() == 1 && grad.storage().resizable() && grad.is_non_overlapping_and_dense();
+  // Nothing records what we do: no create_graph, a plain dense tensor.
+  if (at::GradMode::is_enabled() || !grad.defined() || grad.layout() != c10::kStrided || grad.requires_grad() ||
+      grad.is_conj() || grad.is_neg() || grad._is_zerotensor() || !grad.is_non_overlapping_and_dense())
+    return false;
+  // Nobody else can see its memory: not a view, the only reference to it and to its storage,
+  // and a storage from an allocator (from_blob/from_numpy storages are not resizable).
+  return !grad.is_view() && grad.use_count() == 1 && grad.has_storage() && grad.storage().use_count() == 1 &&
+         grad.storage().resizable();
 }
 
 void count_substituted(memsave_family_t family, uint64_t bytes_kept, uint64_t bytes_stock) {
