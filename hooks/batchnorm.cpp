@@ -114,7 +114,7 @@ struct MemsaveBatchNormBackward final : public Node {
     TORCH_INTERNAL_ASSERT(!mask[1], "MemsaveBatchNormBackward: weight gradient requested without a kept input");
     TORCH_INTERNAL_ASSERT(!(training_ && mask[0]), "MemsaveBatchNormBackward: training input gradient requested");
     if (in_pieces(grad, mask)) {
-      out[0] = backward_in_pieces(grads[0], weight, running_mean, running_var, save_mean, save_invstd);
+      out[0] = backward_in_pieces(grad, weight, running_mean, running_var, save_mean, save_invstd);
       return out;
     }
     // cudnn_batch_norm's eval formula is this same call (with training == false).
@@ -144,17 +144,13 @@ struct MemsaveBatchNormBackward final : public Node {
     if (training_ || !mask[0] || mask[1] || mask[2] || !grad.is_cpu() || grad.dim() < 2 || !grad.is_contiguous() ||
         !has_input_geometry(grad) || !gradient_is_reusable(grad))
       return false;
-    return pieces(grad) > 1;
+    return samples_per_piece(grad) < grad.size(0);  // two pieces at least
   }
 
   // Samples per piece: about kPieceBytes, at least one.
-  int64_t samples_per_piece(const at::Tensor& grad) const {
+  static int64_t samples_per_piece(const at::Tensor& grad) {
     const int64_t sample_bytes = static_cast<int64_t>(tensor_bytes(grad)) / std::max<int64_t>(grad.size(0), 1);
     return std::max<int64_t>(1, kPieceBytes / std::max<int64_t>(sample_bytes, 1));
-  }
-  int64_t pieces(const at::Tensor& grad) const {
-    const int64_t per = samples_per_piece(grad);
-    return (grad.size(0) + per - 1) / per;
   }
 
   at::Tensor backward_in_pieces(const at::Tensor& grad, const c10::optional<at::Tensor>& weight,

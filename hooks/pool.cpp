@@ -62,16 +62,31 @@ class PoolBackward : public Node {
     release_saved();
   }
 
+  // The one apply of the pool nodes. Stock's node unpacks what it saved first, so a second
+  // backward (or a version mismatch) raises even when the incoming gradient is undefined or
+  // no gradient is wanted.
+  variable_list apply(variable_list&& grads) final {
+    std::lock_guard<std::mutex> lock(mutex_);
+    TORCH_INTERNAL_ASSERT(grads.size() == 1, name(), ": expected 1 gradient, got ", grads.size());
+    TORCH_CHECK(!released_, torch::autograd::ERR_BACKWARD_TWICE);
+    const at::Tensor saved = unpack_saved();
+    variable_list out(1);
+    if (!task_should_compute_output(0) || !grads[0].defined()) return out;
+    out[0] = backward(grads[0], saved);
+    return out;
+  }
+
  protected:
   explicit PoolBackward(const at::Tensor& input)
       : input_(input),
         expand_stand_in_(input.is_contiguous() && input.suggest_memory_format() == at::MemoryFormat::Contiguous) {}
 
+  // What the node keeps besides the input's geometry (max pool: its indices or offsets),
+  // unpacked; undefined for the others. Called with mutex_ held.
+  virtual at::Tensor unpack_saved() { return {}; }
   virtual void release_saved() {}
-
-  // Stock's node unpacks its saved input first, so a second backward raises this error
-  // even when the incoming gradient is undefined. Call with mutex_ held.
-  void check_not_released() const { TORCH_CHECK(!released_, torch::autograd::ERR_BACKWARD_TWICE); }
+  // Stock's backward kernel for `grad`, with `saved` from unpack_saved.
+  virtual at::Tensor backward(const at::Tensor& grad, const at::Tensor& saved) = 0;
 
   at::Tensor stand_in() const {
     at::Tensor s;
@@ -326,14 +341,11 @@ class MemsaveMaxPoolBackward final : public PoolBackward {
     offsets_ = true;
   }
 
-  variable_list apply(variable_list&& grads) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    TORCH_INTERNAL_ASSERT(grads.size() == 1, name(), ": expected 1 gradient, got ", grads.size());
-    check_not_released();
-    at::Tensor argmax = argmax_.unpack(shared_from_this());
-    variable_list out(1);
-    const at::Tensor& grad = grads[0];
-    if (!task_should_compute_output(0) || !grad.defined()) return out;
+ private:
+  at::Tensor unpack_saved() override { return argmax_.unpack(shared_from_this()); }
+  void release_saved() override { argmax_.reset_data(); }
+
+  at::Tensor backward(const at::Tensor& grad, const at::Tensor& argmax) override {
     const int n = windows_.dims();
     const at::IntArrayRef in = at::IntArrayRef(input_.sizes).slice(input_.sizes.size() - n);
     at::Tensor indices;
@@ -343,15 +355,11 @@ class MemsaveMaxPoolBackward final : public PoolBackward {
     } else {
       indices = argmax;
     }
-    out[0] = n == 2 ? at::max_pool2d_with_indices_backward(grad, stand_in(), kernel_, stride_, padding_, dilation_,
-                                                           ceil_mode_, indices)
-                    : at::max_pool3d_with_indices_backward(grad, stand_in(), kernel_, stride_, padding_, dilation_,
-                                                           ceil_mode_, indices);
-    return out;
+    return n == 2 ? at::max_pool2d_with_indices_backward(grad, stand_in(), kernel_, stride_, padding_, dilation_,
+                                                         ceil_mode_, indices)
+                  : at::max_pool3d_with_indices_backward(grad, stand_in(), kernel_, stride_, padding_, dilation_,
+                                                         ceil_mode_, indices);
   }
-
- private:
-  void release_saved() override { argmax_.reset_data(); }
 
   Windows windows_;
   std::vector<int64_t> kernel_, stride_, padding_, dilation_;  // as given, for stock's backward
@@ -376,21 +384,14 @@ class MemsaveAvgPoolBackward final : public PoolBackward {
 
   std::string name() const override { return dims_ == 2 ? "MemsaveAvgPool2DBackward" : "MemsaveAvgPool3DBackward"; }
 
-  variable_list apply(variable_list&& grads) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    TORCH_INTERNAL_ASSERT(grads.size() == 1, name(), ": expected 1 gradient, got ", grads.size());
-    check_not_released();
-    variable_list out(1);
-    const at::Tensor& grad = grads[0];
-    if (!task_should_compute_output(0) || !grad.defined()) return out;
-    out[0] = dims_ == 2 ? at::avg_pool2d_backward(grad, stand_in(), kernel_, stride_, padding_, ceil_mode_,
-                                                  count_include_pad_, divisor_override_)
-                        : at::avg_pool3d_backward(grad, stand_in(), kernel_, stride_, padding_, ceil_mode_,
-                                                  count_include_pad_, divisor_override_);
-    return out;
+ private:
+  at::Tensor backward(const at::Tensor& grad, const at::Tensor&) override {
+    return dims_ == 2 ? at::avg_pool2d_backward(grad, stand_in(), kernel_, stride_, padding_, ceil_mode_,
+                                                count_include_pad_, divisor_override_)
+                      : at::avg_pool3d_backward(grad, stand_in(), kernel_, stride_, padding_, ceil_mode_,
+                                                count_include_pad_, divisor_override_);
   }
 
- private:
   int dims_;
   std::vector<int64_t> kernel_, stride_, padding_;
   bool ceil_mode_, count_include_pad_;
@@ -405,19 +406,12 @@ class MemsaveAdaptiveAvgPoolBackward final : public PoolBackward {
     return dims_ == 2 ? "MemsaveAdaptiveAvgPool2DBackward" : "MemsaveAdaptiveAvgPool3DBackward";
   }
 
-  variable_list apply(variable_list&& grads) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    TORCH_INTERNAL_ASSERT(grads.size() == 1, name(), ": expected 1 gradient, got ", grads.size());
-    check_not_released();
-    variable_list out(1);
-    const at::Tensor& grad = grads[0];
-    if (!task_should_compute_output(0) || !grad.defined()) return out;
-    out[0] = dims_ == 2 ? at::_adaptive_avg_pool2d_backward(grad, stand_in())
-                        : at::_adaptive_avg_pool3d_backward(grad, stand_in());
-    return out;
+ private:
+  at::Tensor backward(const at::Tensor& grad, const at::Tensor&) override {
+    return dims_ == 2 ? at::_adaptive_avg_pool2d_backward(grad, stand_in())
+                      : at::_adaptive_avg_pool3d_backward(grad, stand_in());
   }
 
- private:
   int dims_;
 };
 

@@ -89,7 +89,7 @@ def main():
         print("FAIL: libmemsave is not preloaded and active (run under LD_PRELOAD, see the header)")
         return 1
     for case, (fn, shape) in make_cases().items():
-        gx_stock, name_stock, packed_stock, unpacked_stock = run(fn, shape, False, "count")
+        gx_stock, name_stock, packed_stock, _ = run(fn, shape, False, "count")
         gx, name, packed, unpacked = run(fn, shape, True, "count")
         nbytes_stock, nbytes = sum(p[2] for p in packed_stock), sum(p[2] for p in packed)
         print(f"{case:16} stock {name_stock:26} packs {len(packed_stock)} ({nbytes_stock} B); "
