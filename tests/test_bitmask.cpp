@@ -8,7 +8,7 @@
 
 #include <limits>
 
-#include "../hooks/bitmask.h"
+#include "../hooks/core/bitmask.h"
 #include "testing.h"
 
 namespace {

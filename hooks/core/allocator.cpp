@@ -10,7 +10,8 @@
 
 #include <cstring>
 
-#include "common.h"
+#include "internal.h"
+#include "shared.h"
 
 namespace memsave {
 namespace {

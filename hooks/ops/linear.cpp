@@ -5,26 +5,21 @@
 // (AddmmBackward0 after TBackward0); without a bias mm(x, w.t()) (MmBackward0); an N-D input
 // is folded to 2-D by a view, and unfolded after. AddmmBackward0/MmBackward0 already keep
 // the 2-D input only if the weight needs a gradient, and w.t() (a view of the weight, no
-// new memory) only if the input needs one (shared/PYTORCH-NOTES.md §1b).
+// new memory) only if the input needs one (docs/pytorch.md §1.2).
 // Here: one MemsaveLinearBackward with the same rule: the input only if the weight needs a
 // gradient, the weight only if the input needs one. Backward runs the operations of
 // stock's mm_mat1_backward/mm_mat2_backward (torch/csrc/autograd/FunctionsManual.cpp) on
 // the same operands, in the same order (Note [Linear backward]).
 // Stock keeps the same tensors, so this node saves no memory; it replaces two to four
 // nodes by one. The family is off by default (MEMSAVE_OPS) for that reason.
-#include <ATen/core/grad_mode.h>
-#include <ATen/core/LegacyTypeDispatch.h>
-#include <torch/csrc/autograd/function.h>
-#include <torch/csrc/autograd/functions/utils.h>
 #include <torch/csrc/autograd/saved_variable.h>
 #include <torch/version.h>
 
-#include "common.h"
+#include "../core/kernel.h"
 
 namespace memsave {
 namespace {
 
-using torch::autograd::Node;
 using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
 
@@ -45,7 +40,12 @@ struct MatrixGeometry {
   bool column_major() const { return strides[0] == 1 && strides[1] == sizes[0]; }
 };
 
-struct MemsaveLinearBackward final : public Node {
+struct LinearSaved {
+  at::Tensor input, weight;
+};
+
+class MemsaveLinearBackward final : public MemsaveNode<LinearSaved> {
+ public:
   // `mat1` is the 2-D input of stock's mm/addmm (the input or its folded view).
   MemsaveLinearBackward(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& mat1,
                         bool bias_grad_folded)
@@ -59,40 +59,30 @@ struct MemsaveLinearBackward final : public Node {
 
   std::string name() const override { return "MemsaveLinearBackward"; }
 
-  void release_variables() override {
-    std::lock_guard<std::mutex> lock(mutex_);
+ private:
+  LinearSaved unpack() override { return {input_.unpack(), weight_.unpack()}; }
+  void release() override {
     input_.reset_data();
     weight_.reset_data();
   }
 
-  variable_list apply(variable_list&& grads) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    TORCH_INTERNAL_ASSERT(grads.size() == 1, "MemsaveLinearBackward: expected 1 gradient, got ", grads.size());
-    variable_list out(3);
-    const at::Tensor& grad = grads[0];
-    const bool mask[3] = {task_should_compute_output(0), task_should_compute_output(1),
-                          task_should_compute_output(2)};
-    auto input = input_.unpack();
-    auto weight = weight_.unpack();
-    if (!grad.defined()) return out;
+  void backward(const at::Tensor& grad, const LinearSaved& s, variable_list& out) override {
     const bool folded = input_sizes_.size() != 2;
     // ViewBackward0/UnsafeViewBackward0 of the output: grad.reshape(the 2-D product's sizes).
     const at::Tensor grad2 = folded ? grad.reshape({mat1_.sizes[0], mat2_.sizes[1]}) : grad;
-    if (mask[0]) {
-      const at::Tensor mat2 = weight.t();
+    if (task_should_compute_output(0)) {
+      const at::Tensor mat2 = s.weight.t();
       at::Tensor g = mat1_.column_major() ? mat2.mm(grad2.t()).t() : grad2.mm(mat2.t());
       out[0] = folded ? g.reshape(input_sizes_) : g;  // the fold's view node
     }
-    if (mask[1]) {
-      const at::Tensor mat1 = folded ? input.view(mat1_.sizes) : input;
+    if (task_should_compute_output(1)) {
+      const at::Tensor mat1 = folded ? s.input.view(mat1_.sizes) : s.input;
       at::Tensor g = mat2_.column_major() ? grad2.t().mm(mat1).t() : mat1.t().mm(grad2);
       out[1] = g.t();  // TBackward0
     }
-    if (mask[2]) out[2] = bias_grad_folded_ ? grad2 : grad;
-    return out;
+    if (task_should_compute_output(2)) out[2] = bias_grad_folded_ ? grad2 : grad;
   }
 
- private:
   SavedVariable input_, weight_;
   std::vector<int64_t> input_sizes_;
   MatrixGeometry mat1_;  // the 2-D input of stock's mm/addmm
@@ -115,70 +105,49 @@ bool stock_folds_bias(int64_t dim) {
 #endif
 }
 
-// Why this call cannot take our path, or nullptr (Note [Fallback] in common.h).
-const char* unsupported(c10::DispatchKeySet ks, const at::Tensor& input, const at::Tensor& weight,
-                        const c10::optional<at::Tensor>& bias) {
-  const char* why = unsupported_keys(ks);
-  if (!why) why = unsupported_tensor(input);
-  if (!why) why = unsupported_tensor(weight);
-  if (!why && bias) why = unsupported_tensor(*bias);
-  if (why) return why;
-  if (weight.dim() != 2) return "linear weight is not 2-D";
-  if (input.dim() < 2) return "linear input is 1-D";  // stock goes through unsqueeze/squeeze
-  if (input.numel() == 0) return "linear input is empty";
-  if (input.dim() > 2) {
-    // Stock's N-D path depends on the layout and the version (bmm on expanded weights for
-    // some non-contiguous inputs); we follow only the fold of a contiguous input.
-    if (!input.is_contiguous()) return "linear N-D input is not contiguous";
-    if (bias && (bias->dim() != 1 || !bias->is_contiguous())) return "linear N-D input with a bias not 1-D contiguous";
-  }
-  return nullptr;
-}
-
 // aten::linear(input, weight, bias?) -> Tensor
-void linear_autograd(const c10::OperatorHandle& op, c10::DispatchKeySet ks, torch::jit::Stack* stack) {
-  constexpr auto F = MEMSAVE_FAMILY_LINEAR;
-  const c10::IValue* args = &(*stack)[stack->size() - 3];
-  const at::Tensor input = args[0].toTensor();
-  const at::Tensor weight = args[1].toTensor();
-  c10::optional<at::Tensor> bias;
-  if (!args[2].isNone() && args[2].toTensor().defined()) bias = args[2].toTensor();
-  const bool rx = input.requires_grad(), rw = weight.requires_grad(), rb = bias && bias->requires_grad();
+struct Linear : Op<Linear> {
+  static constexpr memsave_family_t kFamily = MEMSAVE_FAMILY_LINEAR;
+  static constexpr c10::DispatchKey kStock = c10::DispatchKey::CompositeImplicitAutograd;
+  using Node = MemsaveLinearBackward;
 
-  if (!family_on(F) || !at::GradMode::is_enabled() || !(rx || rw || rb))
-    return call_stock(op, stack, c10::DispatchKey::CompositeImplicitAutograd);
-  if (const char* why = unsupported(ks, input, weight, bias)) {
-    count_fallback(F, why);
-    return call_stock(op, stack, c10::DispatchKey::CompositeImplicitAutograd);
-  }
+  at::Tensor input, weight, bias;
+  at::Tensor mat1;  // the 2-D operand of stock's mm/addmm
+  explicit Linear(const Call& c) : input(c.tensor(0)), weight(c.tensor(1)), bias(c.optional_tensor(2)) {}
 
-  // The 2-D operand of stock's mm/addmm: the input, or the view that folds it (the same
-  // view op stock uses, run below autograd so that it builds no node).
-  at::Tensor mat1;
-  {
+  std::array<at::Tensor, 3> differentiable() const { return {input, weight, bias}; }
+
+  const char* prepare(const Call&) {
+    if (weight.dim() != 2) return "linear weight is not 2-D";
+    if (input.dim() < 2) return "linear input is 1-D";  // stock goes through unsqueeze/squeeze
+    if (input.numel() == 0) return "linear input is empty";
+    if (input.dim() > 2) {
+      // Stock's N-D path depends on the layout and the version (bmm on expanded weights for
+      // some non-contiguous inputs); we follow only the fold of a contiguous input.
+      if (!input.is_contiguous()) return "linear N-D input is not contiguous";
+      if (bias.defined() && (bias.dim() != 1 || !bias.is_contiguous()))
+        return "linear N-D input with a bias not 1-D contiguous";
+    }
+    // The input, or the view that folds it (the same view op stock uses, run below autograd
+    // so that it builds no node).
     at::AutoDispatchBelowADInplaceOrView guard;
     mat1 = input.dim() == 2 ? input : input.view({-1, input.size(-1)});
+    return nullptr;
   }
-  const bool bias_grad_folded = input.dim() == 2 || stock_folds_bias(input.dim());
-  // One node per call, made before the forward runs, as stock does (sequence numbers).
-  std::shared_ptr<MemsaveLinearBackward> node(new MemsaveLinearBackward(input, weight, mat1, bias_grad_folded),
-                                              torch::autograd::deleteNode);
-  node->set_next_edges(torch::autograd::collect_next_edges(input, weight, bias));
-  {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    op.redispatchBoxed(ks & c10::after_autograd_keyset, stack);
+
+  std::shared_ptr<Node> node(const Call&) const {
+    return make_node<Node>(input, weight, mat1, input.dim() == 2 || stock_folds_bias(input.dim()));
   }
-  at::Tensor result = stack->back().toTensor();
-  torch::autograd::set_history(result, node);
+
   // Stock keeps the (folded) input when the weight needs a gradient and w.t() when the
   // input does: the same tensors as ours.
-  const uint64_t kept = (rw ? tensor_bytes(input) : 0) + (rx ? tensor_bytes(weight) : 0);
-  count_substituted(F, kept, kept);
-}
+  Footprint keep(const Call&, Node&) const {
+    const Bytes kept{weight.requires_grad() ? tensor_bytes(input) : 0, input.requires_grad() ? tensor_bytes(weight) : 0};
+    return {kept, kept};
+  }
+};
 
-void register_linear(Registrar& r) {
-  r.impl("linear", [] { return torch::CppFunction::makeFromBoxedFunction<&linear_autograd>(); });
-}
+void register_linear(Registrar& r) { r.op<Linear>("linear"); }
 const FamilyRegistration registration(MEMSAVE_FAMILY_LINEAR, &register_linear);
 
 }  // namespace

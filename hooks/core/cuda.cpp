@@ -18,7 +18,8 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "../shim/hooks_abi.h"
+#include "internal.h"
+#include "shared.h"
 
 namespace memsave {
 namespace {
@@ -41,8 +42,6 @@ struct DeviceStatsBuffer {
 using GetDeviceStats = DeviceStatsBuffer (*)(int device);
 constexpr const char* kGetDeviceStats = "_ZN3c104cuda20CUDACachingAllocator14getDeviceStatsEi";
 
-struct memsave_shared* g_shared = nullptr;
-
 int find_c10_cuda(struct dl_phdr_info* info, size_t, void* data) {
   const char* name = info->dlpi_name;
   if (!name || !*name) return 0;
@@ -53,7 +52,7 @@ int find_c10_cuda(struct dl_phdr_info* info, size_t, void* data) {
 }
 
 void snapshot() {
-  struct memsave_shared* s = g_shared;
+  struct memsave_shared* s = shared();
   const char* path = nullptr;
   dl_iterate_phdr(find_c10_cuda, &path);
   if (!path) {
@@ -84,9 +83,8 @@ void snapshot() {
 
 }  // namespace
 
-void cuda_install_snapshot(struct memsave_shared* shared) {
-  g_shared = shared;
-  shared->cuda_state = MEMSAVE_CUDA_ABSENT;
+void cuda_install_snapshot() {
+  shared()->cuda_state = MEMSAVE_CUDA_ABSENT;
   std::atexit(snapshot);
 }
 

@@ -24,8 +24,8 @@
 //
 // Note [Python attribution]: in a Python host the first frame outside LibTorch is the
 // interpreter's, which says nothing about the Python line. There we attribute to the
-// operator instead, named after the innermost kernel frame of ours (kernels are named
-// <op>_autograd, STYLE.md), and the report says so.
+// operator instead, whose name the kernel skeleton passes (op.operator_name(), e.g.
+// "aten::mean.dim"), and the report says so.
 #define UNW_LOCAL_ONLY
 #include <libunwind.h>
 
@@ -41,17 +41,18 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "../shim/hooks_abi.h"
+#include "internal.h"
+#include "shared.h"
 
 namespace memsave {
 namespace {
 
-enum class Kind : int32_t { Skip = 1, Kernel, Interpreter, Site };
+enum class Kind : int32_t { Skip = 1, Interpreter, Site };
 
 struct Frame {
   std::atomic<uintptr_t> pc;  // 0 = empty; stored last (release)
   Kind kind;
-  int32_t index;  // Kernel: into g_ops; Site: into g_table.sites, -1 when the table is full
+  int32_t index;  // Site: into g_table.sites, -1 when the table is full
 };
 
 constexpr size_t kCacheBits = 14, kCacheSlots = size_t{1} << kCacheBits, kProbes = 64;
@@ -67,7 +68,6 @@ struct Op {
 Frame g_cache[kCacheSlots];
 Op g_ops[kMaxOps];
 int g_nops;
-int32_t g_family_site[MEMSAVE_FAMILY_SLOTS];
 memsave_trace g_table;
 // The mangled names of the sites, demangled into g_table at exit.
 constexpr uint64_t kNoOffset = ~uint64_t{0};
@@ -77,8 +77,6 @@ struct SiteName {
 };
 SiteName g_site_names[MEMSAVE_MAX_SITES];
 pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
-
-const char* const kFamilyNames[MEMSAVE_FAMILY_COUNT] = {"conv", "linear", "batchnorm", "relu", "pool", "dropout"};
 
 size_t slot_of(uintptr_t pc) { return static_cast<size_t>((pc * 0x9E3779B97F4A7C15ull) >> (64 - kCacheBits)); }
 
@@ -148,16 +146,6 @@ bool header_code(const char* mangled) {
     for (const char* s : scopes)
       if (len == std::strlen(s) && std::strncmp(name, s, len) == 0) return true;
     return false;
-  });
-}
-
-// "aten::convolution" from the mangled name of memsave::(anonymous)::convolution_autograd.
-bool kernel_op(const char* mangled, char* out, size_t cap) {
-  return any_scope_name(mangled, [&](const char* name, size_t len) {
-    constexpr size_t kSuffix = sizeof("_autograd") - 1;
-    if (len <= kSuffix || std::strncmp(name + len - kSuffix, "_autograd", kSuffix) != 0) return false;
-    std::snprintf(out, cap, "aten::%.*s", static_cast<int>(len - kSuffix), name);
-    return true;
   });
 }
 
@@ -238,12 +226,10 @@ void classify(uintptr_t pc, Kind* kind, int32_t* index) {
   const char* base = slash ? slash + 1 : path;
   const uint64_t offset = found ? pc - 1 - reinterpret_cast<uintptr_t>(info.dli_fbase) : pc - 1;
 
-  char mangled[1024] = "", op[64] = "";
+  char mangled[1024] = "";
   uint64_t symbol_offset = kNoOffset;
   Kind k = Kind::Skip;
-  if (starts_with(base, "libmemsave")) {
-    if (symbolize(pc, mangled, sizeof mangled, &symbol_offset) && kernel_op(mangled, op, sizeof op)) k = Kind::Kernel;
-  } else if (library_module(path, base)) {
+  if (starts_with(base, "libmemsave") || library_module(path, base)) {
     k = Kind::Skip;
   } else if (interpreter_module(base)) {
     k = Kind::Interpreter;
@@ -265,7 +251,6 @@ void classify(uintptr_t pc, Kind* kind, int32_t* index) {
     k = f->kind;
     i = f->index;
   } else {
-    if (k == Kind::Kernel) i = op_index(op);
     if (k == Kind::Site) i = new_site(mangled, symbol_offset, base, offset);
     insert(pc, k, i);
   }
@@ -275,17 +260,15 @@ void classify(uintptr_t pc, Kind* kind, int32_t* index) {
 }
 
 // The site of an operator, for Python hosts (Note [Python attribution]).
-int32_t operator_site(int32_t op, memsave_family_t family) {
+int32_t operator_site(const char* op) {
   pthread_mutex_lock(&g_lock);
   g_table.operator_names = 1;
-  int32_t* site = op >= 0 ? &g_ops[op].site : &g_family_site[family];
-  if (*site < 0) {
-    char name[96];
-    if (op >= 0) std::snprintf(name, sizeof name, "%s", g_ops[op].name);
-    else std::snprintf(name, sizeof name, "%s family", family < MEMSAVE_FAMILY_COUNT ? kFamilyNames[family] : "?");
-    *site = new_site(name, kNoOffset, "", 0);
+  const int32_t i = op_index(op);
+  int32_t result = -1;
+  if (i >= 0) {
+    if (g_ops[i].site < 0) g_ops[i].site = new_site(op, kNoOffset, "", 0);
+    result = g_ops[i].site;
   }
-  const int32_t result = *site;
   pthread_mutex_unlock(&g_lock);
   return result;
 }
@@ -299,21 +282,20 @@ uint64_t cpu_ns() {
 
 }  // namespace
 
-void trace_init(struct memsave_shared* shared) {
-  for (int32_t& s : g_family_site) s = -1;
+void trace_init() {
   // Per-thread caching of unwind information: later walks of the same frames are cheap.
   unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
-  shared->trace_table = &g_table;
+  shared()->trace_table = &g_table;
   g_table.finish = demangle_sites;
 }
 
-void trace_substituted(memsave_family_t family, uint64_t bytes) {
+void trace_substituted(const char* op, uint64_t bytes) {
   const uint64_t start = cpu_ns();
   // unw_backtrace takes libunwind's fast path (a per-thread cache of frame layouts keyed by
   // address); a cursor is made only to symbolize an address seen for the first time.
   void* pcs[kMaxDepth];
   const int depth = unw_backtrace(pcs, kMaxDepth);
-  int32_t site = -1, op = -1;
+  int32_t site = -1;
   int frames = 0;
   bool attributed = false;
   for (int i = 1; i < depth && !attributed; i++) {  // pcs[0] is this function
@@ -329,13 +311,10 @@ void trace_substituted(memsave_family_t family, uint64_t bytes) {
       classify(ip, &kind, &index);
     }
     switch (kind) {
-      case Kind::Kernel:
-        if (op < 0) op = index;
-        break;
       case Kind::Skip:
         break;
       case Kind::Interpreter:
-        site = operator_site(op, family);
+        site = operator_site(op);
         attributed = true;
         break;
       case Kind::Site:

@@ -17,19 +17,14 @@
 //   training: input or weight needs grad -> stock; only the bias -> no input kept
 // Running statistics are updated by stock's own forward kernel, called below autograd,
 // so their values and in-place updates are exactly stock's.
-#include <ATen/core/grad_mode.h>
-#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/ops/native_batch_norm_backward.h>
-#include <torch/csrc/autograd/function.h>
-#include <torch/csrc/autograd/functions/utils.h>
 #include <torch/csrc/autograd/saved_variable.h>
 
-#include "common.h"
+#include "../core/kernel.h"
 
 namespace memsave {
 namespace {
 
-using torch::autograd::Node;
 using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
 
@@ -44,7 +39,7 @@ using torch::autograd::variable_list;
 // that need the weight's gradient or the training input gradient, which our node never
 // computes; tests/test_batchnorm.cpp compares it with stock.
 // The kernel and the layout of grad_input are chosen from the input's strides, so the
-// stand-in must have the recorded sizes and strides (shared/PYTORCH-NOTES.md §2.1).
+// stand-in must have the recorded sizes and strides (docs/pytorch.md §2.1).
 // The incoming gradient has the input's sizes, dtype and device and, usually, its strides;
 // when it has all four it serves as the stand-in (the kernel only reads it), which saves an
 // input-sized allocation in backward. Otherwise, and under create_graph (where the double
@@ -58,7 +53,7 @@ using torch::autograd::variable_list;
 // batch_norm_backward_cpu in 1.13 and 2.x). So stock's kernel run on a slice of the batch
 // gives, element for element, what it gives on the whole batch. When the incoming gradient is
 // contiguous, has the input's geometry and is ours to reuse (Note [Reusing the incoming
-// gradient] in common.h), we run the kernel on slices of about kPieceBytes and copy each
+// gradient] in core/rules.h), we run the kernel on slices of about kPieceBytes and copy each
 // result into the gradient's own slice, which is returned. Stock's step holds the gradient and
 // a result of the same size (in 1.13 two: its CPU kernel allocates grad_input twice); ours,
 // the gradient and two slices. The bias gradient, a sum over the batch, would change with the
@@ -68,10 +63,14 @@ using torch::autograd::variable_list;
 // uses the input only for its sizes, but when the bias needs a gradient it runs a reduction
 // over the input and picks kernels by its layout, and every training backward reads it
 // (cuDNN's included). Those cases are sent to stock (counted as fallbacks).
-struct MemsaveBatchNormBackward final : public Node {
-  MemsaveBatchNormBackward(const at::Tensor& input, const c10::optional<at::Tensor>& weight,
-                           const c10::optional<at::Tensor>& running_mean, const c10::optional<at::Tensor>& running_var,
-                           bool training, double eps)
+struct BatchNormSaved {
+  at::Tensor weight, running_mean, running_var, save_mean, save_invstd;
+};
+
+class MemsaveBatchNormBackward final : public MemsaveNode<BatchNormSaved> {
+ public:
+  MemsaveBatchNormBackward(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& running_mean,
+                           const at::Tensor& running_var, bool training, double eps)
       : input_(input),
         weight_(weight, /*is_output=*/false),
         running_mean_(running_mean, /*is_output=*/false),
@@ -87,45 +86,34 @@ struct MemsaveBatchNormBackward final : public Node {
     save_invstd_ = SavedVariable(save_invstd, /*is_output=*/true);
   }
 
-  void release_variables() override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    weight_.reset_data();
-    running_mean_.reset_data();
-    running_var_.reset_data();
-    save_mean_.reset_data();
-    save_invstd_.reset_data();
+ private:
+  // In stock's order, so that a version error names the same tensor first.
+  BatchNormSaved unpack() override {
+    return {weight_.unpack(), running_mean_.unpack(), running_var_.unpack(), save_mean_.unpack(shared_from_this()),
+            save_invstd_.unpack(shared_from_this())};
   }
 
-  variable_list apply(variable_list&& grads) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    TORCH_INTERNAL_ASSERT(grads.size() == 1, "MemsaveBatchNormBackward: expected 1 gradient, got ", grads.size());
-    variable_list out(3);
-    const at::Tensor& grad = grads[0];
+  void release() override {
+    for (SavedVariable* v : {&weight_, &running_mean_, &running_var_, &save_mean_, &save_invstd_}) v->reset_data();
+  }
+
+  void backward(const at::Tensor& grad, const BatchNormSaved& s, variable_list& out) override {
     const std::array<bool, 3> mask{task_should_compute_output(0), task_should_compute_output(1),
                                    task_should_compute_output(2)};
-    // Unpacked in stock's order, so that a version error names the same tensor first.
-    auto weight = weight_.unpack();
-    auto running_mean = running_mean_.unpack();
-    auto running_var = running_var_.unpack();
-    auto save_mean = save_mean_.unpack(shared_from_this());
-    auto save_invstd = save_invstd_.unpack(shared_from_this());
-    if (!(mask[0] || mask[1] || mask[2]) || !grad.defined()) return out;
     // We build this node only when backward never reads the input's values.
-    TORCH_INTERNAL_ASSERT(!mask[1], "MemsaveBatchNormBackward: weight gradient requested without a kept input");
-    TORCH_INTERNAL_ASSERT(!(training_ && mask[0]), "MemsaveBatchNormBackward: training input gradient requested");
+    TORCH_INTERNAL_ASSERT(!mask[1], name(), ": weight gradient requested without a kept input");
+    TORCH_INTERNAL_ASSERT(!(training_ && mask[0]), name(), ": training input gradient requested");
     if (in_pieces(grad, mask)) {
-      out[0] = backward_in_pieces(grad, weight, running_mean, running_var, save_mean, save_invstd);
-      return out;
+      out[0] = backward_in_pieces(grad, s);
+      return;
     }
     // cudnn_batch_norm's eval formula is this same call (with training == false).
-    auto res = at::native_batch_norm_backward(grad, stand_in(grad), weight, running_mean, running_var, save_mean,
-                                              save_invstd, training_, eps_, mask);
+    auto res = at::native_batch_norm_backward(grad, stand_in(grad), s.weight, s.running_mean, s.running_var,
+                                              s.save_mean, s.save_invstd, training_, eps_, mask);
     if (mask[0]) out[0] = std::move(std::get<0>(res));
     if (mask[2]) out[2] = std::move(std::get<2>(res));
-    return out;
   }
 
- private:
   bool has_input_geometry(const at::Tensor& grad) const {
     return grad.sizes() == at::IntArrayRef(input_.sizes) && grad.strides() == at::IntArrayRef(input_.strides) &&
            grad.dtype() == input_.options.dtype() && grad.device() == input_.options.device();
@@ -153,17 +141,14 @@ struct MemsaveBatchNormBackward final : public Node {
     return std::max<int64_t>(1, kPieceBytes / std::max<int64_t>(sample_bytes, 1));
   }
 
-  at::Tensor backward_in_pieces(const at::Tensor& grad, const c10::optional<at::Tensor>& weight,
-                                const c10::optional<at::Tensor>& running_mean,
-                                const c10::optional<at::Tensor>& running_var, const at::Tensor& save_mean,
-                                const at::Tensor& save_invstd) const {
+  at::Tensor backward_in_pieces(const at::Tensor& grad, const BatchNormSaved& s) const {
     at::AutoDispatchBelowADInplaceOrView guard;  // plain tensors: no grad (in_pieces), no view tracking
     const int64_t n = grad.size(0), per = samples_per_piece(grad);
     for (int64_t start = 0; start < n; start += per) {
       const at::Tensor g = grad.narrow(0, start, std::min(per, n - start));
       // The piece is its own stand-in, as the whole gradient is in Note [Batch norm stand-in].
-      auto res = at::native_batch_norm_backward(g, g, weight, running_mean, running_var, save_mean, save_invstd,
-                                                /*train=*/false, eps_, {true, false, false});
+      auto res = at::native_batch_norm_backward(g, g, s.weight, s.running_mean, s.running_var, s.save_mean,
+                                                s.save_invstd, /*train=*/false, eps_, {true, false, false});
       g.copy_(std::get<0>(res));
     }
     return grad;
@@ -175,33 +160,7 @@ struct MemsaveBatchNormBackward final : public Node {
   double eps_;
 };
 
-c10::optional<at::Tensor> optional_tensor(const c10::IValue& v) {
-  if (v.isNone() || !v.toTensor().defined()) return c10::nullopt;
-  return v.toTensor();
-}
-
-bool requires_grad(const c10::optional<at::Tensor>& t) { return t && t->requires_grad(); }
-
-// Why this call cannot take our path, or nullptr (Note [Fallback] in common.h, and the
-// CUDA cases of Note [Batch norm stand-in]).
-const char* unsupported(c10::DispatchKeySet ks, const at::Tensor& input, const c10::optional<at::Tensor>& weight,
-                        const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& running_mean,
-                        const c10::optional<at::Tensor>& running_var, bool training, bool cudnn) {
-  const char* why = unsupported_keys(ks);
-  if (!why) why = unsupported_tensor(input);
-  for (const auto* t : {&weight, &bias, &running_mean, &running_var})
-    if (!why && *t) why = unsupported_tensor(**t);
-  if (why) return why;
-  // Stock raises its own error for these.
-  if (requires_grad(running_mean) || requires_grad(running_var)) return "running statistics require grad";
-  if (!training && !(running_mean && running_var)) return "eval mode without running statistics";
-  if (input.is_cuda()) {
-    if (training) return cudnn ? "cuDNN batch norm training backward reads the input"
-                               : "CUDA batch norm training backward reads the input";
-    if (requires_grad(bias)) return "CUDA batch norm eval backward reads the input for the bias gradient";
-  }
-  return nullptr;
-}
+bool requires_grad(const at::Tensor& t) { return t.defined() && t.requires_grad(); }
 
 // aten::native_batch_norm(input, weight?, bias?, running_mean?, running_var?, training, momentum, eps)
 //   -> (output, save_mean, save_invstd)
@@ -209,56 +168,55 @@ const char* unsupported(c10::DispatchKeySet ks, const at::Tensor& input, const c
 //   exponential_average_factor, epsilon) -> (output, save_mean, save_var, reserve)
 // Only the first output is differentiable in both (as in stock).
 template <bool kCudnn>
-void batch_norm_autograd(const c10::OperatorHandle& op, c10::DispatchKeySet ks, torch::jit::Stack* stack) {
-  constexpr auto F = MEMSAVE_FAMILY_BATCHNORM;
-  const c10::IValue* args = &(*stack)[stack->size() - 8];
-  const at::Tensor input = args[0].toTensor();
-  const auto weight = optional_tensor(args[1]), bias = optional_tensor(args[2]);
-  const auto running_mean = optional_tensor(args[3]), running_var = optional_tensor(args[4]);
-  const bool training = args[5].toBool();
-  const double eps = args[7].toDouble();
-  const bool rx = input.requires_grad(), rw = requires_grad(weight), rb = requires_grad(bias);
+struct BatchNorm : Op<BatchNorm<kCudnn>> {
+  static constexpr memsave_family_t kFamily = MEMSAVE_FAMILY_BATCHNORM;
+  using Node = MemsaveBatchNormBackward;
 
-  if (!family_on(F) || !at::GradMode::is_enabled() || !(rx || rw || rb))
-    return call_stock(op, stack, c10::DispatchKey::Autograd);
-  const bool input_needed = training ? (rx || rw) : rw;
-  if (input_needed) {
-    count_passthrough(F);
-    return call_stock(op, stack, c10::DispatchKey::Autograd);
-  }
-  if (const char* why = unsupported(ks, input, weight, bias, running_mean, running_var, training, kCudnn)) {
-    count_fallback(F, why);
-    return call_stock(op, stack, c10::DispatchKey::Autograd);
+  at::Tensor input, weight, bias, running_mean, running_var;
+  bool training;
+  explicit BatchNorm(const Call& c)
+      : input(c.tensor(0)),
+        weight(c.optional_tensor(1)),
+        bias(c.optional_tensor(2)),
+        running_mean(c.optional_tensor(3)),
+        running_var(c.optional_tensor(4)),
+        training(c.arg(5).toBool()) {}
+
+  std::array<at::Tensor, 3> differentiable() const { return {input, weight, bias}; }
+  std::array<at::Tensor, 5> checked() const { return {input, weight, bias, running_mean, running_var}; }
+  // The input is read for the weight's gradient, and in training for the input's.
+  bool stock_minimal() const { return training ? input.requires_grad() || requires_grad(weight) : requires_grad(weight); }
+
+  // Stock raises its own error for the first two; the CUDA cases of Note [Batch norm stand-in].
+  const char* prepare(const Call&) const {
+    if (requires_grad(running_mean) || requires_grad(running_var)) return "running statistics require grad";
+    if (!training && !(running_mean.defined() && running_var.defined())) return "eval mode without running statistics";
+    if (input.is_cuda()) {
+      if (training) return kCudnn ? "cuDNN batch norm training backward reads the input"
+                                  : "CUDA batch norm training backward reads the input";
+      if (requires_grad(bias)) return "CUDA batch norm eval backward reads the input for the bias gradient";
+    }
+    return nullptr;
   }
 
-  // One node per call, made before the forward runs, as stock does (sequence numbers).
-  std::shared_ptr<MemsaveBatchNormBackward> node(
-      new MemsaveBatchNormBackward(input, weight, running_mean, running_var, training, eps),
-      torch::autograd::deleteNode);
-  node->set_next_edges(torch::autograd::collect_next_edges(input, weight, bias));
-  {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    op.redispatchBoxed(ks & c10::after_autograd_keyset, stack);
+  std::shared_ptr<Node> node(const Call& c) const {
+    return make_node<Node>(input, weight, running_mean, running_var, training, c.arg(7).toDouble());
   }
-  const size_t outputs = kCudnn ? 4 : 3;
-  const c10::IValue* res = &(*stack)[stack->size() - outputs];
-  at::Tensor output = res[0].toTensor();
-  const at::Tensor& save_mean = res[1].toTensor();
-  const at::Tensor& save_invstd = res[2].toTensor();
-  node->save_statistics(save_mean, save_invstd);
-  torch::autograd::set_history(output, node);
 
-  uint64_t kept = tensor_bytes(save_mean) + tensor_bytes(save_invstd);
-  for (const auto* t : {&weight, &running_mean, &running_var})
-    if (*t) kept += tensor_bytes(**t);
-  const uint64_t reserve = kCudnn ? tensor_bytes(res[3].toTensor()) : 0;  // stock keeps it; eval does not need it
-  count_substituted(F, kept, kept + tensor_bytes(input) + reserve);
-}
+  Footprint keep(const Call& c, Node& node) const {
+    const at::Tensor save_mean = c.output(1), save_invstd = c.output(2);
+    node.save_statistics(save_mean, save_invstd);
+    const Bytes kept{tensor_bytes(save_mean) + tensor_bytes(save_invstd),
+                     tensor_bytes(weight) + tensor_bytes(running_mean) + tensor_bytes(running_var)};
+    // Stock also keeps the input and cuDNN's reserve space, which eval does not need.
+    const uint64_t reserve = kCudnn ? tensor_bytes(c.output(3)) : 0;
+    return {kept, {kept.activations + tensor_bytes(input) + reserve, kept.parameters}};
+  }
+};
 
 void register_batchnorm(Registrar& r) {
-  r.impl("native_batch_norm",
-         [] { return torch::CppFunction::makeFromBoxedFunction<&batch_norm_autograd<false>>(); });
-  r.impl("cudnn_batch_norm", [] { return torch::CppFunction::makeFromBoxedFunction<&batch_norm_autograd<true>>(); });
+  r.op<BatchNorm<false>>("native_batch_norm");
+  r.op<BatchNorm<true>>("cudnn_batch_norm");
 }
 const FamilyRegistration registration(MEMSAVE_FAMILY_BATCHNORM, &register_batchnorm);
 

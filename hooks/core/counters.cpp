@@ -1,0 +1,38 @@
+// SPDX-License-Identifier: MIT
+// counters.cpp: the shim's state as the hooks see it (shared.h): the family switch and the
+// counters, updated with __atomic builtins that the shim's C code shares.
+#include "shared.h"
+
+#include "internal.h"
+
+namespace memsave {
+
+namespace {
+struct memsave_shared* g_shared = nullptr;
+}
+
+struct memsave_shared* shared() { return g_shared; }
+
+void set_shared(struct memsave_shared* s) { g_shared = s; }
+
+bool family_on(memsave_family_t family) {
+  return __atomic_load_n(&g_shared->enabled, __ATOMIC_RELAXED) && (g_shared->ops_mask & (1u << family));
+}
+
+void count_substituted(memsave_family_t family, const char* op, Bytes kept, Bytes stock) {
+  __atomic_fetch_add(&g_shared->substituted[family], 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&g_shared->bytes_kept, kept.activations + kept.parameters, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&g_shared->bytes_stock, stock.activations + stock.parameters, __ATOMIC_RELAXED);
+  if (g_shared->trace_table) {
+    const uint64_t kept_bytes = kept.activations + kept.parameters, stock_bytes = stock.activations + stock.parameters;
+    trace_substituted(op, stock_bytes > kept_bytes ? stock_bytes - kept_bytes : 0);
+  }
+}
+
+void count_passthrough(memsave_family_t family) {
+  __atomic_fetch_add(&g_shared->passthrough[family], 1, __ATOMIC_RELAXED);
+}
+
+void count_fallback(memsave_family_t family, const char* reason) { g_shared->note_fallback(family, reason); }
+
+}  // namespace memsave

@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: MIT
+// init.cpp: memsave_hooks_init, the one extern "C" entry point the shim calls, and the
+// registration of the families' kernels.
+#include <torch/version.h>
+
+#include <cstdio>
+#include <exception>
+
+#include "internal.h"
+#include "kernel.h"
+
+namespace memsave {
+
+Registrar::Registrar()
+    : cpu_(new torch::Library(torch::Library::IMPL, "aten", c10::DispatchKey::AutogradCPU, __FILE__, __LINE__)),
+      cuda_(new torch::Library(torch::Library::IMPL, "aten", c10::DispatchKey::AutogradCUDA, __FILE__, __LINE__)) {
+  // The libraries are never destroyed: the registrations must outlive every tensor and
+  // node of the host, and the dispatcher may run during static destruction.
+}
+
+void Registrar::impl(const char* name, torch::CppFunction (*make)()) {
+  cpu_->impl(name, make());
+  cuda_->impl(name, make());
+}
+
+namespace {
+// Filled by the FamilyRegistration objects of the family files at load time.
+void (*g_families[MEMSAVE_FAMILY_SLOTS])(Registrar&);
+}  // namespace
+
+FamilyRegistration::FamilyRegistration(memsave_family_t family, void (*fn)(Registrar&)) { g_families[family] = fn; }
+
+}  // namespace memsave
+
+extern "C" __attribute__((visibility("default"))) int memsave_hooks_init(struct memsave_shared* shared) {
+  using namespace memsave;
+  if (!shared || shared->abi_version != MEMSAVE_HOOKS_ABI_VERSION) return MEMSAVE_EVERSION;
+  try {
+    set_shared(shared);
+    std::snprintf(shared->torch_version, sizeof shared->torch_version, "%s", TORCH_VERSION);
+    shared->families_built = 0;
+    for (int f = 0; f < MEMSAVE_FAMILY_SLOTS; f++)
+      if (g_families[f]) shared->families_built |= 1u << f;
+    install_counting_allocator();
+    cuda_install_snapshot();
+    if (!shared->register_kernels) return 0;
+    if (shared->trace > 0) trace_init();
+    static Registrar registrar;  // constructed once; init is called once by the shim
+    for (int f = 0; f < MEMSAVE_FAMILY_SLOTS; f++)
+      if (g_families[f] && (shared->ops_mask & (1u << f))) g_families[f](registrar);
+    return 0;
+  } catch (const std::exception& e) {
+    shared->log(0, "warning: the hooks failed to register: %s", e.what());
+    return MEMSAVE_EINTERNAL;
+  } catch (...) {
+    return MEMSAVE_EINTERNAL;
+  }
+}

@@ -1,0 +1,18 @@
+// SPDX-License-Identifier: MIT
+// internal.h: the machinery's entry points that memsave_hooks_init (init.cpp) and the
+// counters (counters.cpp) call; no family file needs them.
+#pragma once
+
+#include <cstdint>
+
+#include "../../shim/hooks_abi.h"
+
+namespace memsave {
+
+void set_shared(struct memsave_shared* shared);    // counters.cpp: once, before anything else
+void install_counting_allocator();                   // allocator.cpp
+void cuda_install_snapshot();                        // cuda.cpp
+void trace_init();                                   // trace.cpp
+void trace_substituted(const char* op, uint64_t bytes_not_kept);  // trace.cpp
+
+}  // namespace memsave

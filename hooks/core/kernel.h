@@ -1,0 +1,224 @@
+// SPDX-License-Identifier: MIT
+// kernel.h: the one kernel skeleton. A family file describes each operator it covers as a
+// small struct (what is differentiable, when stock is minimal already, what the node keeps)
+// and registers it with one line; the route, the forward below autograd, the history and
+// the counting are written once, here.
+#pragma once
+
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/core/stack.h>
+#include <torch/csrc/autograd/VariableTypeUtils.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/library.h>
+
+#include <array>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <type_traits>
+
+#include "node.h"
+#include "rules.h"
+#include "shared.h"
+#include "standin.h"
+
+namespace memsave {
+
+// The arguments of one call, on the dispatcher's stack, and what the skeleton needs to run
+// the forward: the operator and the dispatch keys it was called with.
+class Call {
+ public:
+  Call(const c10::OperatorHandle& op, c10::DispatchKeySet ks, torch::jit::Stack* stack)
+      : op_(op), ks_(ks), stack_(stack), nargs_(op.schema().arguments().size()) {}
+
+  const c10::IValue& arg(size_t i) const { return (*stack_)[stack_->size() - nargs_ + i]; }
+  at::Tensor tensor(size_t i) const { return arg(i).toTensor(); }
+  // An optional tensor argument, undefined when absent.
+  at::Tensor optional_tensor(size_t i) const { return arg(i).isNone() ? at::Tensor() : arg(i).toTensor(); }
+  // False when one of these int[] arguments is symbolic (SymInt[] under tracing).
+  bool int_lists(std::initializer_list<size_t> idx) const {
+    for (size_t i : idx)
+      if (!arg(i).isIntList()) return false;
+    return true;
+  }
+  std::vector<int64_t> ints(size_t i) const { return arg(i).toIntVector(); }
+
+  // After the forward: return value i of the operator.
+  at::Tensor output(size_t i) const {
+    return (*stack_)[stack_->size() - op_.schema().returns().size() + i].toTensor();
+  }
+
+  c10::DispatchKeySet keys() const { return ks_; }
+  torch::jit::Stack* stack() const { return stack_; }
+  const c10::OperatorHandle& op() const { return op_; }
+
+  // Stock's kernel for this call: `key` is Autograd for operators with their own autograd
+  // kernel, CompositeImplicitAutograd for composites.
+  void stock(c10::DispatchKey key) const { op_.callBoxedForDispatchKey(key, *stack_); }
+
+  // The operator's own kernel below autograd. An in-place operator goes through the
+  // ADInplaceOrView kernel, which bumps its argument's version as stock's does.
+  void forward_below_autograd(bool inplace) const {
+    if (inplace) {
+      at::AutoDispatchBelowAutograd guard;
+      op_.redispatchBoxed(ks_ & c10::after_autograd_keyset, stack_);
+    } else {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      op_.redispatchBoxed(ks_ & c10::after_autograd_keyset, stack_);
+    }
+  }
+
+  // Replaces the arguments by one returned tensor (a forward the family runs itself).
+  void return_tensor(at::Tensor result) const {
+    torch::jit::drop(*stack_, nargs_);
+    stack_->emplace_back(std::move(result));
+  }
+
+  // "aten::mean.dim": the operator's name, for the report.
+  std::string name() const { return c10::toString(op_.operator_name()); }
+
+ private:
+  const c10::OperatorHandle& op_;
+  c10::DispatchKeySet ks_;
+  torch::jit::Stack* stack_;
+  size_t nargs_;
+};
+
+// What the node kept and what stock's would have, for the counters.
+struct Footprint {
+  Bytes kept, stock;
+};
+
+// Note [Kernel skeleton]: one operator of a family is a struct `O` derived from Op<O>:
+//
+//   struct Convolution : Op<Convolution> {
+//     static constexpr memsave_family_t kFamily = MEMSAVE_FAMILY_CONV;
+//     using Node = MemsaveConvolutionBackward;        // void: stock only (counted passthrough)
+//     explicit Convolution(const Call& c);            // takes its arguments off the stack
+//     std::array<at::Tensor, 3> differentiable() const;  // edges of the node, in stock's order
+//     bool stock_minimal() const;                     // stock keeps the minimum already
+//     const char* prepare(const Call& c);             // why not (or nullptr); work before the node
+//     std::shared_ptr<Node> node(const Call& c) const;
+//     Footprint keep(const Call& c, Node& node);      // after the forward: what the node keeps
+//   };
+//
+// and kernel<O> runs the route of Note [Fallback] (rules.h) once for all of them:
+//   1. family off or grad mode off: stock (not counted);
+//   2. O(call); !wanted() (by default: no differentiable argument requires grad): stock;
+//   3. stock_minimal(): counted passthrough, stock;
+//   4. why = unsupported_keys, unsupported_tensor of each checked() tensor, prepare(): counted
+//      fallback with that reason, stock;
+//   5. ours: the node, made before the forward as stock's is (sequence numbers), with its
+//      edges from differentiable(); forward() (by default the operator's own kernel below
+//      autograd); keep(); the history of output 0 (rebased for an in-place operator); and,
+//      only once the forward has returned, the count.
+// Defaults an operator may hide: kStock (Autograd), kInplace, wanted(), checked(),
+// prepare(), forward().
+template <class O>
+struct Op {
+  static constexpr c10::DispatchKey kStock = c10::DispatchKey::Autograd;
+  static constexpr bool kInplace = false;
+
+  bool wanted() const {
+    for (const at::Tensor& t : self().differentiable())
+      if (t.defined() && t.requires_grad()) return true;
+    return false;
+  }
+  bool stock_minimal() const { return false; }
+  auto checked() const { return self().differentiable(); }
+  const char* prepare(const Call&) { return nullptr; }
+  template <class Node>
+  void forward(const Call& call, Node&) {
+    call.forward_below_autograd(O::kInplace);
+  }
+
+ private:
+  const O& self() const { return static_cast<const O&>(*this); }
+};
+
+// Makes a node the way the engine expects (deleteNode releases deep graphs iteratively).
+template <class N, class... Args>
+std::shared_ptr<N> make_node(Args&&... args) {
+  return std::shared_ptr<N>(new N(std::forward<Args>(args)...), torch::autograd::deleteNode);
+}
+
+template <class O>
+void kernel(const c10::OperatorHandle& handle, c10::DispatchKeySet ks, torch::jit::Stack* stack) {
+  const Call call(handle, ks, stack);
+  if (!family_on(O::kFamily) || !at::GradMode::is_enabled()) return call.stock(O::kStock);
+  O op(call);
+  if (!op.wanted()) return call.stock(O::kStock);
+  if (op.stock_minimal()) {
+    count_passthrough(O::kFamily);
+    return call.stock(O::kStock);
+  }
+  if constexpr (std::is_void<typename O::Node>::value) {
+    return call.stock(O::kStock);  // an operator we only count
+  } else {
+    const char* why = unsupported_keys(ks);
+    for (const at::Tensor& t : op.checked())
+      if (!why) why = unsupported_tensor(t);
+    if (!why) why = op.prepare(call);
+    if (why) {
+      count_fallback(O::kFamily, why);
+      return call.stock(O::kStock);
+    }
+    std::shared_ptr<typename O::Node> node = op.node(call);
+    const auto inputs = op.differentiable();
+    node->set_next_edges(torch::autograd::collect_next_edges(at::ArrayRef<at::Tensor>(inputs.data(), inputs.size())));
+    op.forward(call, *node);
+    const Footprint footprint = op.keep(call, *node);
+    at::Tensor output = call.output(0);
+    if (O::kInplace) torch::autograd::rebase_history(output, node);
+    else torch::autograd::set_history(output, node);
+    const std::string name = shared()->trace_table ? call.name() : std::string();
+    count_substituted(O::kFamily, name.c_str(), footprint.kept, footprint.stock);
+  }
+}
+
+// A kernel that runs stock's composite inside a scope object (e.g. a thread-local flag that
+// the kernels of the operators it reaches read).
+template <class Scope>
+void around_composite(const c10::OperatorHandle& handle, c10::DispatchKeySet, torch::jit::Stack* stack) {
+  Scope scope;
+  handle.callBoxedForDispatchKey(c10::DispatchKey::CompositeImplicitAutograd, *stack);
+}
+
+// Registration: a family file ends with
+//   void register_conv(Registrar& r) { r.op<Convolution>("convolution"); }
+//   const FamilyRegistration registration(MEMSAVE_FAMILY_CONV, &register_conv);
+// and memsave_hooks_init (init.cpp) calls register_conv when the family is in MEMSAVE_OPS.
+// Kernels go on AutogradCPU and AutogradCUDA: a kernel registered directly on those keys
+// wins over stock's Autograd alias kernel, without an override warning.
+class Registrar {
+ public:
+  Registrar();
+  template <class O>
+  void op(const char* name) {
+    impl(name, &make<&kernel<O>>);
+  }
+  template <class Scope>
+  void composite(const char* name) {
+    impl(name, &make<&around_composite<Scope>>);
+  }
+
+ private:
+  using Boxed = void(const c10::OperatorHandle&, c10::DispatchKeySet, torch::jit::Stack*);
+  template <Boxed* fn>
+  static torch::CppFunction make() {
+    return torch::CppFunction::makeFromBoxedFunction<fn>();
+  }
+  // Registers the function `make` returns for aten::`name` on AutogradCPU and AutogradCUDA.
+  void impl(const char* name, torch::CppFunction (*make)());
+
+  torch::Library* cpu_;
+  torch::Library* cuda_;
+};
+
+struct FamilyRegistration {
+  FamilyRegistration(memsave_family_t family, void (*fn)(Registrar&));
+};
+
+}  // namespace memsave

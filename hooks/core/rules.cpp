@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: MIT
+// rules.cpp: Note [Fallback] and Note [Reusing the incoming gradient] (rules.h).
+#include "rules.h"
+
+#include <ATen/core/grad_mode.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+
+namespace memsave {
+
+const char* unsupported_tensor(const at::Tensor& t) {
+  if (!t.defined()) return nullptr;
+  if (t.layout() != c10::kStrided) return "non-strided layout (sparse or other)";
+  if (t.is_mkldnn()) return "mkldnn tensor";
+  if (t.is_quantized()) return "quantized tensor";
+  if (t.is_nested()) return "nested tensor";
+  switch (t.scalar_type()) {
+    case at::kFloat:
+    case at::kDouble:
+    case at::kBFloat16:
+    case at::kHalf:
+      break;
+    default:
+      return "dtype not handled (complex or other)";
+  }
+  if (t._fw_grad(/*level=*/0).defined()) return "forward-mode AD (dual tensor)";
+  return nullptr;
+}
+
+const char* unsupported_keys(c10::DispatchKeySet ks) {
+  using K = c10::DispatchKey;
+  const c10::DispatchKeySet tls_included = c10::impl::tls_local_dispatch_key_set().included_;
+  const c10::DispatchKeySet all = ks | tls_included;
+  if (all.has(K::Python) || all.has(K::PythonTLSSnapshot)) return "Python dispatch (subclass, FakeTensor or compile)";
+  if (all.has(K::FuncTorchDynamicLayerBackMode) || all.has(K::FuncTorchDynamicLayerFrontMode) ||
+      all.has(K::FuncTorchGradWrapper) || all.has(K::FuncTorchBatched))
+    return "functorch transform";
+  return nullptr;
+}
+
+bool gradient_is_reusable(const at::Tensor& grad) {
+  // Nothing records what we do: no create_graph, a plain dense tensor.
+  if (at::GradMode::is_enabled() || !grad.defined() || grad.layout() != c10::kStrided || grad.requires_grad() ||
+      grad.is_conj() || grad.is_neg() || grad._is_zerotensor() || !grad.is_non_overlapping_and_dense())
+    return false;
+  // Nobody else can see its memory: not a view, the only reference to it and to its storage,
+  // and a storage from an allocator (from_blob/from_numpy storages are not resizable).
+  return !grad.is_view() && grad.use_count() == 1 && grad.has_storage() && grad.storage().use_count() == 1 &&
+         grad.storage().resizable();
+}
+
+}  // namespace memsave

@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: MIT
+// rules.h: which calls take our path (Note [Fallback]) and when backward may write into its
+// incoming gradient (Note [Reusing the incoming gradient]).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/DispatchKeySet.h>
+
+#include <cstdint>
+
+namespace memsave {
+
+// Note [Bitwise contract]: every node we build calls the same backward kernel, with the
+// same arguments, that stock's node calls, so forward outputs and gradients are bitwise
+// identical to stock for every requires_grad pattern. We only change what is kept between
+// forward and backward. Where we cannot keep that promise, we call stock (Note [Fallback]).
+//
+// Note [Fallback]: a call goes to stock, unchanged, when (the route of Note [Kernel skeleton]
+// in kernel.h, in this order)
+//   - the family is off (MEMSAVE_OPS, memsave_set_enabled(0)) or grad mode is off,
+//     or no differentiable argument requires grad  (not counted: stock builds nothing);
+//   - stock already keeps the minimum for this requires_grad pattern (counted as passthrough);
+//   - the call is one we do not handle: forward-mode AD, functorch or Python-dispatch keys
+//     (torch.func, torch.compile, __torch_dispatch__ subclasses), non-strided layouts,
+//     mkldnn, quantized, nested, complex or unknown dtypes, or a case the family names
+//     (counted as a fallback, with the reason kept for the report).
+
+// Why `t` cannot take our path, or nullptr. Undefined tensors are fine.
+const char* unsupported_tensor(const at::Tensor& t);
+// Why the current dispatch state cannot take our path, or nullptr.
+const char* unsupported_keys(c10::DispatchKeySet ks);
+
+// Tensor bytes of a tensor's elements (numel x element size); 0 for undefined.
+inline uint64_t tensor_bytes(const at::Tensor& t) {
+  return t.defined() ? static_cast<uint64_t>(t.numel()) * t.element_size() : 0;
+}
+
+// Note [Reusing the incoming gradient]: a backward that maps each element of its incoming
+// gradient to one element of its result, with the same sizes and strides (ReLU family, batch
+// norm in eval with only the input's gradient), may write its result into the incoming
+// gradient's memory instead of a new tensor, when nothing else can see that memory: grad
+// mode is off (no create_graph: the engine records nothing), the tensor is not a view, this
+// node holds the only reference to it and to its storage (hooks, retain_grad, captured
+// gradients of autograd.grad, the other branch of an addition and detached aliases all hold
+// references), and the storage came from an allocator (not from_blob/from_numpy). The
+// engine's InputBuffer relies on the same use-count rule to accumulate in place. The values
+// are those of stock's kernel, run on the same elements (its out= form with the result
+// aliasing the gradient, or in pieces copied back); only the result's address differs, so
+// the peak of that backward step loses one activation.
+bool gradient_is_reusable(const at::Tensor& grad);
+
+}  // namespace memsave

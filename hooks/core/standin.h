@@ -1,0 +1,45 @@
+// SPDX-License-Identifier: MIT
+// standin.h: what backward passes in place of a tensor it does not keep: a tensor with the
+// same geometry, whose values nobody reads.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/TensorImpl.h>
+
+#include <vector>
+
+namespace memsave {
+
+// Note [Untouched stand-in]: the kernels that take a stand-in never use its values (Note
+// [Stand-in] in ops/conv.cpp, Note [Batch norm stand-in], Note [Pool stand-in]), and most never
+// read it. So a large CPU stand-in is a private anonymous mapping (mmap, MAP_NORESERVE)
+// instead of an allocation: pages that are never touched cost no memory, pages that are
+// only read map the kernel's shared zero page, and a page written (no kernel writes to an
+// input) becomes ordinary private memory. Its bytes do not pass through the CPU allocator,
+// so they are not in the tensor-byte counts, as they are not in RSS. Small stand-ins (under
+// 1 MiB), other devices and a failed mmap take at::empty_strided.
+at::Tensor untouched_strided(at::IntArrayRef sizes, at::IntArrayRef strides, const at::TensorOptions& options);
+
+// Geometry of a tensor we do not keep: enough to build a stand-in with the same sizes,
+// strides, dtype and device (Note [Stand-in] in ops/conv.cpp).
+//
+// Note [Live stand-in]: we also keep a weak reference to the tensor. A weak reference does
+// not keep the storage alive (TensorImpl frees it when the last strong reference goes), so
+// it costs nothing; but when the host still holds the tensor at backward time (a residual
+// branch, a tensor the user kept), backward borrows it instead of allocating a stand-in
+// of the same size. Its data is never read, only its geometry, which is checked again.
+struct Geometry {
+  std::vector<int64_t> sizes;
+  std::vector<int64_t> strides;
+  at::TensorOptions options;
+  c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl> live;
+  explicit Geometry(const at::Tensor& t)
+      : sizes(t.sizes().vec()), strides(t.strides().vec()), options(t.options()), live(t.getIntrusivePtr()) {}
+  // An uninitialised tensor with the recorded geometry (Note [Untouched stand-in]).
+  at::Tensor empty_strided() const { return untouched_strided(sizes, strides, options); }
+  // The tensor itself (detached) if it is still alive with the same geometry, otherwise an
+  // uninitialised tensor with the recorded geometry.
+  at::Tensor stand_in() const;
+};
+
+}  // namespace memsave
