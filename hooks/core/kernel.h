@@ -138,6 +138,20 @@ struct Op {
   const O& self() const { return static_cast<const O&>(*this); }
 };
 
+// An operator with one differentiable input, its first argument.
+template <class O, memsave_family_t F>
+struct OneInput : Op<O> {
+  static constexpr memsave_family_t kFamily = F;
+  at::Tensor input;
+  explicit OneInput(const Call& c) : input(c.tensor(0)) {}
+  std::array<at::Tensor, 1> differentiable() const { return {input}; }
+  // Named tensors, which these families leave to stock; then the int[] arguments `ints`.
+  const char* unnamed_with_int_lists(const Call& c, std::initializer_list<size_t> ints = {}) const {
+    if (input.has_names()) return "named tensor";
+    return c.int_lists(ints) ? nullptr : "symbolic sizes";
+  }
+};
+
 // Makes a node the way the engine expects (deleteNode releases deep graphs iteratively).
 template <class N, class... Args>
 std::shared_ptr<N> make_node(Args&&... args) {

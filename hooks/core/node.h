@@ -55,4 +55,10 @@ class MemsaveNode : public torch::autograd::Node {
 // Saved of a node that keeps geometry and arguments only.
 struct Nothing {};
 
+// release() of a node that keeps these SavedVariables.
+template <class... Saved>
+void reset_data(Saved&... saved) {
+  (saved.reset_data(), ...);
+}
+
 }  // namespace memsave

@@ -93,9 +93,7 @@ class MemsaveBatchNormBackward final : public MemsaveNode<BatchNormSaved> {
             save_invstd_.unpack(shared_from_this())};
   }
 
-  void release() override {
-    for (SavedVariable* v : {&weight_, &running_mean_, &running_var_, &save_mean_, &save_invstd_}) v->reset_data();
-  }
+  void release() override { reset_data(weight_, running_mean_, running_var_, save_mean_, save_invstd_); }
 
   void backward(const at::Tensor& grad, const BatchNormSaved& s, variable_list& out) override {
     const std::array<bool, 3> mask{task_should_compute_output(0), task_should_compute_output(1),

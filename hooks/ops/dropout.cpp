@@ -60,10 +60,7 @@ class MemsaveDropoutBackward final : public MemsaveNode<DropoutSaved> {
 
  private:
   DropoutSaved unpack() override { return {bits_.unpack(), value_.unpack()}; }
-  void release() override {
-    bits_.reset_data();
-    value_.reset_data();
-  }
+  void release() override { reset_data(bits_, value_); }
 
   void backward(const at::Tensor& grad, const DropoutSaved& s, variable_list& out) override {
     at::Tensor noise;
@@ -122,12 +119,9 @@ class MemsaveNativeDropoutBackward final : public MemsaveNode<at::Tensor> {
 
 // What the dropout operators share: one differentiable input, which must not be named.
 template <class O>
-struct DropoutOp : Op<O> {
-  static constexpr memsave_family_t kFamily = F;
-  at::Tensor input;
-  explicit DropoutOp(const Call& c) : input(c.tensor(0)) {}
-  std::array<at::Tensor, 1> differentiable() const { return {input}; }
-  const char* prepare(const Call&) const { return input.has_names() ? "named tensor" : nullptr; }
+struct DropoutOp : OneInput<O, F> {
+  using OneInput<O, F>::OneInput;
+  const char* prepare(const Call& c) const { return this->unnamed_with_int_lists(c); }
 };
 
 // dropout(input, p, train) and dropout_(self, p, train): composites reproduced op for op.
@@ -202,7 +196,8 @@ struct FeatureDropout : DropoutOp<FeatureDropout> {
   using Node = void;
   double p;
   bool train;
-  explicit FeatureDropout(const Call& c) : DropoutOp<FeatureDropout>(c), p(c.arg(1).toDouble()), train(c.arg(2).toBool()) {}
+  explicit FeatureDropout(const Call& c)
+      : DropoutOp<FeatureDropout>(c), p(c.arg(1).toDouble()), train(c.arg(2).toBool()) {}
   bool wanted() const { return input.requires_grad() && train && p > 0 && p <= 1 && input.numel() > 0; }
   bool stock_minimal() const { return true; }
 };

@@ -61,10 +61,7 @@ class MemsaveLinearBackward final : public MemsaveNode<LinearSaved> {
 
  private:
   LinearSaved unpack() override { return {input_.unpack(), weight_.unpack()}; }
-  void release() override {
-    input_.reset_data();
-    weight_.reset_data();
-  }
+  void release() override { reset_data(input_, weight_); }
 
   void backward(const at::Tensor& grad, const LinearSaved& s, variable_list& out) override {
     const bool folded = input_sizes_.size() != 2;

@@ -238,15 +238,11 @@ class MemsaveMeanBackward final : public MemsaveNode<Nothing> {
 
 // What every pooling operator shares: one differentiable input, which must not be named.
 template <class O>
-struct Pool : Op<O> {
-  static constexpr memsave_family_t kFamily = F;
-  at::Tensor input;
-  explicit Pool(const Call& c) : input(c.tensor(0)) {}
-  std::array<at::Tensor, 1> differentiable() const { return {input}; }
-  const char* named() const { return input.has_names() ? "named tensor" : nullptr; }
+struct Pool : OneInput<O, F> {
+  using OneInput<O, F>::OneInput;
   // Stock keeps the input; we keep `kept` bytes of activations.
   Footprint input_not_kept(uint64_t kept = 0, uint64_t stock_more = 0) const {
-    return {{kept, 0}, {tensor_bytes(input) + stock_more, 0}};
+    return {{kept, 0}, {tensor_bytes(this->input) + stock_more, 0}};
   }
 };
 
@@ -259,8 +255,7 @@ struct MaxPoolWithIndices : Pool<MaxPoolWithIndices<Dims>> {
   using Pool<MaxPoolWithIndices>::Pool;
 
   const char* prepare(const Call& c) {
-    if (const char* why = this->named()) return why;
-    if (!c.int_lists({1, 2, 3, 4})) return "symbolic sizes";
+    if (const char* why = this->unnamed_with_int_lists(c, {1, 2, 3, 4})) return why;
     if (this->input.dim() == Dims + 1 || this->input.dim() == Dims + 2)
       windows = windows_of(Dims, c.ints(1), c.ints(2), c.ints(3), c.ints(4));
     return windows ? nullptr : "pooling arguments stock rejects";
@@ -289,10 +284,7 @@ template <int Dims>
 struct AvgPool : Pool<AvgPool<Dims>> {
   using Node = MemsaveAvgPoolBackward;
   using Pool<AvgPool>::Pool;
-  const char* prepare(const Call& c) const {
-    if (const char* why = this->named()) return why;
-    return c.int_lists({1, 2, 3}) ? nullptr : "symbolic sizes";
-  }
+  const char* prepare(const Call& c) const { return this->unnamed_with_int_lists(c, {1, 2, 3}); }
   std::shared_ptr<Node> node(const Call& c) const {
     const c10::optional<int64_t> divisor = c.arg(6).isNone() ? c10::nullopt : c10::optional<int64_t>(c.arg(6).toInt());
     return make_node<Node>(this->input, Dims, c.ints(1), c.ints(2), c.ints(3), c.arg(4).toBool(), c.arg(5).toBool(),
@@ -306,10 +298,7 @@ template <int Dims>
 struct AdaptiveAvgPool : Pool<AdaptiveAvgPool<Dims>> {
   using Node = MemsaveAdaptiveAvgPoolBackward;
   using Pool<AdaptiveAvgPool>::Pool;
-  const char* prepare(const Call& c) const {
-    if (const char* why = this->named()) return why;
-    return c.int_lists({1}) ? nullptr : "symbolic sizes";
-  }
+  const char* prepare(const Call& c) const { return this->unnamed_with_int_lists(c, {1}); }
   std::shared_ptr<Node> node(const Call&) const { return make_node<Node>(this->input, Dims); }
   Footprint keep(const Call&, Node&) const { return this->input_not_kept(); }
 };
@@ -321,8 +310,7 @@ struct MeanDim : Pool<MeanDim> {
   // 2.x's MeanBackward1 keeps sizes and the element count only (docs/pytorch.md §1.2).
   bool stock_minimal() const { return MEMSAVE_TORCH_AT_LEAST(2, 0); }
   const char* prepare(const Call& c) const {
-    if (const char* why = named()) return why;
-    return c.arg(1).isNone() || c.arg(1).isIntList() ? nullptr : "symbolic sizes";
+    return unnamed_with_int_lists(c, c.arg(1).isNone() ? std::initializer_list<size_t>{} : std::initializer_list<size_t>{1});
   }
   std::shared_ptr<Node> node(const Call& c) const {
     c10::optional<std::vector<int64_t>> dims;
