@@ -24,7 +24,7 @@ void trace_init(struct memsave_shared* shared);  // trace.cpp
 void trace_substituted(memsave_family_t family, uint64_t bytes_not_kept);  // trace.cpp
 
 bool family_on(memsave_family_t family) {
-  return __atomic_load_n(&g_shared->enabled, __ATOMIC_RELAXED) && (g_shared->ops_mask & (1u << family));
+  return __atomic_load_n(&g_shared->enabled, __ATOMIC_RELAXED) && (g_shared->opts.ops_mask & (1u << family));
 }
 
 const char* unsupported_tensor(const at::Tensor& t) {
@@ -70,8 +70,10 @@ bool gradient_is_reusable(const at::Tensor& grad) {
 
 void count_substituted(memsave_family_t family, uint64_t bytes_kept, uint64_t bytes_stock) {
   __atomic_fetch_add(&g_shared->substituted[family], 1, __ATOMIC_RELAXED);
-  __atomic_fetch_add(&g_shared->bytes_kept, bytes_kept, __ATOMIC_RELAXED);
-  __atomic_fetch_add(&g_shared->bytes_stock, bytes_stock, __ATOMIC_RELAXED);
+  // ABI 4 keeps activations and parameters apart; until the kernels tell them apart, all
+  // bytes are counted as activations.
+  __atomic_fetch_add(&g_shared->kept.activations, bytes_kept, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&g_shared->stock.activations, bytes_stock, __ATOMIC_RELAXED);
   if (g_shared->trace_table) trace_substituted(family, bytes_stock > bytes_kept ? bytes_stock - bytes_kept : 0);
 }
 
@@ -154,16 +156,24 @@ extern "C" __attribute__((visibility("default"))) int memsave_hooks_init(struct 
   try {
     g_shared = shared;
     std::snprintf(shared->torch_version, sizeof shared->torch_version, "%s", TORCH_VERSION);
-    shared->families_built = 0;
-    for (int f = 0; f < MEMSAVE_FAMILY_SLOTS; f++)
-      if (g_families[f]) shared->families_built |= 1u << f;
+    const unsigned asked = shared->opts.ops_mask;
+    shared->families_unavailable = 0;
+    for (int f = 0; f < MEMSAVE_FAMILY_COUNT; f++) {
+      if (!(asked & (1u << f)) || g_families[f]) continue;
+      shared->families_unavailable |= 1u << f;
+      shared->log(MEMSAVE_LOG_INFO, "family %s is not available in this build; stock is used for it",
+                  memsave_family_name(f));
+    }
     install_counting_allocator();
     cuda_install_snapshot(shared);
-    if (!shared->register_kernels) return 0;
-    if (shared->trace > 0) trace_init(shared);
+    if (!shared->opts.enable) return 0;
+    if (shared->opts.trace > 0) trace_init(shared);
     static Registrar registrar;  // constructed once; init is called once by the shim
-    for (int f = 0; f < MEMSAVE_FAMILY_SLOTS; f++)
-      if (g_families[f] && (shared->ops_mask & (1u << f))) g_families[f](registrar);
+    for (int f = 0; f < MEMSAVE_FAMILY_SLOTS; f++) {
+      if (!g_families[f] || !(asked & (1u << f))) continue;
+      g_families[f](registrar);
+      shared->families_registered |= 1u << f;
+    }
     return 0;
   } catch (const std::exception& e) {
     shared->log(0, "warning: the hooks failed to register: %s", e.what());
