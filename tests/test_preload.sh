@@ -1,10 +1,11 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
-# test_preload.sh LIBMEMSAVE PRELOAD_HOST SRCDIR [FAKE_TORCH]: every preload path in its
-# own process: a LibTorch C++ host, Python's late dlopen, processes that never load
-# LibTorch, a LibTorch the hooks were not built for, bad environment values, the report.
+# test_preload.sh LIBMEMSAVE PRELOAD_HOST SRCDIR [FAKE_TORCH [START_MAIN_HOST]]: every
+# preload path in its own process: a LibTorch C++ host, Python's late dlopen, processes that
+# never load LibTorch, a LibTorch the hooks were not built for, bad environment values, the
+# report, a __libc_start_main that cannot be found.
 set -u
-lib=$1 host=$2 src=$3 fake=${4:-}
+lib=$1 host=$2 src=$3 fake=${4:-} start_main_host=${5:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 . "$(dirname "$0")/checks.sh"
@@ -60,6 +61,18 @@ if [ -n "$fake" ] && [ -x /usr/bin/python3 ]; then
   out=$(LD_PRELOAD=$lib /usr/bin/python3 -c "import ctypes; ctypes.CDLL('$fake'); print('alive')" 2>&1)
   expect_eq "other LibTorch: one warning" "$(grep -c 'memsave: warning: LibTorch .* is not ' <<<"$out")" "1"
   expect_has "other LibTorch: host continues" "$out" "alive"
+fi
+
+# No next __libc_start_main (issue 11): libc's own starts the host's main; we stay
+# inactive and say so once. Without libc's either, the truth: the program cannot start.
+if [ -n "$start_main_host" ]; then
+  out=$("$start_main_host" 3 x 2>&1); rc=$?
+  expect_eq "no next __libc_start_main: main's status" "$rc" "3"
+  expect_has "no next __libc_start_main: main ran with its arguments" "$out" "main ran with 2 argument(s), last 'x'"
+  expect_eq "no next __libc_start_main: one warning" "$(grep -c '^memsave: warning: .*libmemsave stays inactive' <<<"$out")" "1"
+  out=$(START_MAIN_NO_LIBC=1 "$start_main_host" 2>&1); rc=$?
+  expect_eq "no __libc_start_main at all: 127" "$rc" "127"
+  expect_has "no __libc_start_main at all: says the program cannot start" "$out" "the program cannot be started"
 fi
 
 # Python: LibTorch arrives with `import torch`, through dlopen, after start-up.
