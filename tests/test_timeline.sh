@@ -36,7 +36,7 @@ check() {
   expect_eq "$name: header counts the samples" "$(sed -n 's/.*, \([0-9]*\) samples,.*/\1/p' "$file")" "$n"
   expect_eq "$name: monotonic times" "$(rows "$file" | awk -F, 'NR > 1 && $1 < prev { bad++ } { prev = $1 } END { print bad + 0 }')" "0"
   expect_eq "$name: max_bytes >= bytes" "$(rows "$file" | awk -F, '$4 < $3 { bad++ } END { print bad + 0 }')" "0"
-  local peak; peak=$(sed -n 's/.*"cpu_peak_bytes":\([0-9]*\).*/\1/p' "$report")
+  local peak; peak=$(sed -n 's/.*"cpu_peak_total_bytes":\([0-9]*\).*/\1/p' "$report")
   expect_eq "$name: largest max_bytes is the report's peak" "$(rows "$file" | awk -F, '$4 > m { m = $4 } END { printf "%d", m }')" "$peak"
 }
 
