@@ -55,6 +55,13 @@ expect_has "JSON report counts the conv" "$report" '"conv":{"state":"on","substi
 out=$(MEMSAVE_REPORT=stderr LD_PRELOAD=$lib "$host" 2>&1 >/dev/null)
 expect_has "text report on stderr" "$out" "memsave:   CPU tensor bytes: peak"
 
+# A report that cannot be written (issue 11): /dev/full opens and every write fails. One
+# warning; the host runs to its end and keeps its status.
+out=$(MEMSAVE_REPORT=/dev/full LD_PRELOAD=$lib "$host" 2>&1); rc=$?
+expect_eq "report to /dev/full: host exits 0" "$rc" "0"
+expect_eq "report to /dev/full: one warning" "$(grep -c '^memsave: warning: could not write the report to /dev/full; the report is lost: No space left on device$' <<<"$out")" "1"
+expect_has "report to /dev/full: host ran" "$out" "grad_fn MemsaveConvolutionBackward"
+
 # A LibTorch the hooks were not built for (a stand-in library named libtorch_cpu with
 # another soname, loaded late): one warning, no hooks.
 if [ -n "$fake" ] && [ -x /usr/bin/python3 ]; then
