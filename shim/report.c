@@ -30,12 +30,15 @@ static int expand_path(const char *pattern, char *out, size_t cap) {
   return 1;
 }
 
-/* "on", "off" or "unavailable" for each family (memsave__family_verdict). */
-static void family_states(const char *states[MEMSAVE_FAMILY_COUNT]) {
+/* "on", "off" or "unavailable" for each family (memsave__family_verdict): off when not asked
+ * in MEMSAVE_OPS, unavailable when the hooks lack it or were not loaded. */
+static void family_states(const char *states[MEMSAVE_FAMILY_COUNT], int torch_state) {
   const struct memsave_shared *s = &memsave__shared;
   for (int f = 0; f < MEMSAVE_FAMILY_COUNT; f++) {
     unsigned bit = 1u << f;
-    states[f] = !(s->opts.ops_mask & bit) ? "off" : (s->families_unavailable & bit) ? "unavailable" : "on";
+    states[f] = !(s->opts.ops_mask & bit)                              ? "off"
+                : torch_state != 1 || (s->families_unavailable & bit) ? "unavailable"
+                                                                       : "on";
   }
 }
 
@@ -79,7 +82,7 @@ static void write_json_trace(FILE *f, const struct memsave_trace *t) {
 static void write_json(FILE *f, const struct memsave_stats *st, int torch_state) {
   const struct memsave_shared *s = &memsave__shared;
   const char *states[MEMSAVE_FAMILY_COUNT];
-  family_states(states);
+  family_states(states, torch_state);
   fprintf(f, "{\"memsave_version\":\"%s\",\"pid\":%ld,\"torch_loaded\":%s,\"torch_version\":\"%s\",",
           memsave_version(), (long)getpid(), torch_state == 1 ? "true" : "false", s->torch_version);
   fprintf(f, "\"active\":%s,\"enabled\":%s,", memsave_is_active() ? "true" : "false",
@@ -148,7 +151,7 @@ static void write_text(FILE *f, const struct memsave_stats *st, int torch_state)
   }
   fprintf(f, "memsave:   LibTorch %s, hooks %s\n", s->torch_version,
           memsave_is_active() ? "active" : "not registered (MEMSAVE=0)");
-  family_states(states);
+  family_states(states, torch_state);
   memsave__family_rows(f, "memsave:   ", states, memsave_is_active(), st);
   fprintf(f, "memsave:   kept for backward: %s\n", memsave__kept_line(st, line, sizeof line));
   fprintf(f, "memsave:   CPU tensor bytes: peak %s, at exit %s\n", memsave__human(st->cpu_peak_total_bytes, a, sizeof a),

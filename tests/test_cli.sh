@@ -9,8 +9,6 @@
 set -u
 memsave=$1 lib=$2 host=$3 trace_host=$4 footprint=$5 demo=$6 src=$7 fake_cuda=$8
 py=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 . "$(dirname "$0")/checks.sh"
 # check NAME PYTHON-EXPR FILE: the expression, over d = the JSON object in FILE, is true.
 check() {
@@ -18,8 +16,6 @@ check() {
   if out=$("$py" -c "import json, sys; d = json.load(open(sys.argv[1])); assert $2, d" "$3" 2>&1); then pass "$1"
   else fail "$1" "assertion: $2" "$(tail -c 600 <<<"$out")"; fi
 }
-unset MEMSAVE MEMSAVE_OPS MEMSAVE_VERBOSE MEMSAVE_HOOKS MEMSAVE_REPORT MEMSAVE_TRACE LD_PRELOAD
-export OMP_NUM_THREADS=1
 
 # --- Options, good and bad -------------------------------------------------------------
 out=$("$memsave" --help); rc=$?

@@ -6,11 +6,7 @@
 # report, a __libc_start_main that cannot be found.
 set -u
 lib=$1 host=$2 src=$3 fake=${4:-} start_main_host=${5:-}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 . "$(dirname "$0")/checks.sh"
-unset MEMSAVE MEMSAVE_OPS MEMSAVE_VERBOSE MEMSAVE_HOOKS MEMSAVE_REPORT MEMSAVE_TRACE
-export OMP_NUM_THREADS=1
 
 # Processes that never load LibTorch: no output, nothing extra mapped, even with bad values.
 out=$(LD_PRELOAD=$lib /bin/true 2>&1); rc=$?

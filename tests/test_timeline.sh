@@ -6,11 +6,7 @@
 # (65536) samples and still has the peak; stock runs (MEMSAVE=0) record too.
 set -u
 lib=$1 demo=$2
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 . "$(dirname "$0")/checks.sh"
-unset MEMSAVE MEMSAVE_OPS MEMSAVE_VERBOSE MEMSAVE_HOOKS MEMSAVE_REPORT MEMSAVE_TRACE MEMSAVE_TIMELINE
-export OMP_NUM_THREADS=1
 small=(--scenario adversarial --model resnet18 --batch 2 --size 32 --steps 1)
 
 # A path in a directory that does not exist: one warning, the host runs, no file.
