@@ -6,7 +6,6 @@
  * object. */
 #define _GNU_SOURCE
 #include <dirent.h>
-#include <stddef.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,25 +65,22 @@ static uint64_t u64(const char *json, const char *path) {
 }
 
 static void read_details(const char *json, struct details *d) {
-  /* Each counter of one family, by its name in the report and its field in d->st. */
-  static const struct { const char *name; size_t offset; } counters[] = {
-      {"substituted", offsetof(struct memsave_stats, substituted)},
-      {"passthrough", offsetof(struct memsave_stats, passthrough)},
-      {"fallbacks", offsetof(struct memsave_stats, fallbacks)}};
-  static const struct { const char *name; size_t offset; } bytes[] = {
-      {"activation_bytes_kept", offsetof(struct memsave_stats, activation_bytes_kept)},
-      {"activation_bytes_stock", offsetof(struct memsave_stats, activation_bytes_stock)},
-      {"parameter_bytes_kept", offsetof(struct memsave_stats, parameter_bytes_kept)},
-      {"parameter_bytes_stock", offsetof(struct memsave_stats, parameter_bytes_stock)}};
+  /* The report's names of the figures summed into d->st. */
+  const struct { const char *name; uint64_t *per_family; } counters[] = {
+      {"substituted", d->st.substituted}, {"passthrough", d->st.passthrough}, {"fallbacks", d->st.fallbacks}};
+  const struct { const char *name; uint64_t *bytes; } bytes[] = {
+      {"activation_bytes_kept", &d->st.activation_bytes_kept},
+      {"activation_bytes_stock", &d->st.activation_bytes_stock},
+      {"parameter_bytes_kept", &d->st.parameter_bytes_kept},
+      {"parameter_bytes_stock", &d->st.parameter_bytes_stock}};
   const char *family = cli_json_get(json, "families");
   for (int f = 0; f < MEMSAVE_FAMILY_COUNT; f++) {
     const char *row = cli_json_get(family, memsave_family_name(f));
     cli_json_str(cli_json_get(row, "state"), d->state[f], sizeof d->state[f]);
     for (size_t c = 0; c < sizeof counters / sizeof counters[0]; c++)
-      ((uint64_t *)((char *)&d->st + counters[c].offset))[f] += u64(row, counters[c].name);
+      counters[c].per_family[f] += u64(row, counters[c].name);
   }
-  for (size_t b = 0; b < sizeof bytes / sizeof bytes[0]; b++)
-    *(uint64_t *)((char *)&d->st + bytes[b].offset) += u64(json, bytes[b].name);
+  for (size_t b = 0; b < sizeof bytes / sizeof bytes[0]; b++) *bytes[b].bytes += u64(json, bytes[b].name);
   d->st.bytes_kept = d->st.activation_bytes_kept + d->st.parameter_bytes_kept;
   d->st.bytes_stock = d->st.activation_bytes_stock + d->st.parameter_bytes_stock;
   const char *reasons = cli_json_get(json, "fallback_reasons"), *r;
