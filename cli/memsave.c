@@ -32,8 +32,8 @@ static void usage(FILE *f) {
           "Run an unmodified LibTorch or PyTorch program with libmemsave preloaded.\n"
           "\n"
           "memsave run: run CMD once with libmemsave; exit with CMD's status.\n"
-          "  --ops LIST        operator families to substitute (MEMSAVE_OPS): %s\n"
-          "                    (default: %s)\n"
+          "  --ops LIST        operator families to substitute (MEMSAVE_OPS), default\n"
+          "                    %s; %s\n"
           "  --report DEST     report at exit (MEMSAVE_REPORT): 'stderr' or a path; %%p in the\n"
           "                    path is the pid, a path ending in .json gets JSON\n"
           "  --trace N         list the N call sites whose tensors libmemsave did not keep\n"
@@ -59,7 +59,7 @@ static void usage(FILE *f) {
           " relative to it\n(installed tree). Other MEMSAVE_* variables pass through; see docs/options.md.\n"
           "\n"
           "Operator families:\n",
-          MEMSAVE_OPS_ACCEPTED, memsave__ops_string(MEMSAVE_FAMILY_DEFAULT_MASK, dflt, sizeof dflt));
+          memsave__ops_string(MEMSAVE_FAMILY_DEFAULT_MASK, dflt, sizeof dflt), "all, none, -name, or the families below");
 #define XX(id, name, on, doc) fprintf(f, "  %-10s %s%s\n", #name, doc, on ? "" : " [off by default]");
   MEMSAVE_FAMILY_MAP(XX)
 #undef XX
