@@ -31,14 +31,15 @@ static int expand_path(const char *pattern, char *out, size_t cap) {
 }
 
 /* "on", "off" or "unavailable" for each family (memsave__family_verdict): off when not asked
- * in MEMSAVE_OPS, unavailable when the hooks lack it or were not loaded. */
+ * in MEMSAVE_OPS; unavailable when the hooks were not loaded, lack it, or (active) did not
+ * register it. With MEMSAVE=0 nothing is registered and an asked family stays "on": its
+ * verdict says why stock ran. */
 static void family_states(const char *states[MEMSAVE_FAMILY_COUNT], int torch_state) {
   const struct memsave_shared *s = &memsave__shared;
+  const unsigned missing = s->families_unavailable | (memsave_is_active() ? ~s->families_registered : 0u);
   for (int f = 0; f < MEMSAVE_FAMILY_COUNT; f++) {
     unsigned bit = 1u << f;
-    states[f] = !(s->opts.ops_mask & bit)                              ? "off"
-                : torch_state != 1 || (s->families_unavailable & bit) ? "unavailable"
-                                                                       : "on";
+    states[f] = !(s->opts.ops_mask & bit) ? "off" : torch_state != 1 || (missing & bit) ? "unavailable" : "on";
   }
 }
 

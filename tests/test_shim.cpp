@@ -233,7 +233,8 @@ void fresh_state() {
   struct memsave_shared& s = memsave__shared;
   s.opts.ops_mask = (1u << MEMSAVE_FAMILY_COUNT) - 1;
   s.active = 1;
-  s.families_unavailable = s.families_registered = 0;
+  s.families_unavailable = 0;
+  s.families_registered = s.opts.ops_mask;
   memset(s.substituted, 0, sizeof s.substituted);
   memset(s.passthrough, 0, sizeof s.passthrough);
   memset(s.fallbacks, 0, sizeof s.fallbacks);
@@ -324,6 +325,24 @@ TEST(Report, PassthroughOnlyIsStockMinimal) {
             std::string::npos)
       << w.text;
   EXPECT_NE(w.text.find("memsave:   relu       on                      0            0            0  not used\n"),
+            std::string::npos)
+      << w.text;
+}
+
+// The family's state comes from the hooks: what they registered and what this build lacks.
+TEST(Report, StatesFromTheHooks) {
+  fresh_state();
+  memsave__shared.opts.ops_mask &= ~(1u << MEMSAVE_FAMILY_LINEAR);
+  memsave__shared.families_registered &= ~((1u << MEMSAVE_FAMILY_POOL) | (1u << MEMSAVE_FAMILY_RELU));
+  memsave__shared.families_unavailable = 1u << MEMSAVE_FAMILY_POOL;
+  Written w = write_report(".txt");
+  EXPECT_NE(w.text.find("memsave:   linear     off "), std::string::npos) << w.text;
+  EXPECT_NE(w.text.find("memsave:   pool       unavailable "), std::string::npos) << w.text;
+  EXPECT_NE(w.text.find("  stock (not in this build)\n"), std::string::npos) << w.text;
+  EXPECT_NE(w.text.find("memsave:   relu       unavailable "), std::string::npos) << "asked, not registered";
+  memsave__shared.active = 0;  // MEMSAVE=0: nothing registered, the verdict says why
+  w = write_report(".txt");
+  EXPECT_NE(w.text.find("memsave:   relu       on                      0            0            0  stock (MEMSAVE=0)\n"),
             std::string::npos)
       << w.text;
 }
