@@ -155,6 +155,8 @@ stats_check() {  # NAME STATS-LINE REPORT.json
 d['families']['conv']['passthrough'] == S['conv_passthrough'] and d['families']['conv']['fallbacks'] == S['conv_fallbacks'] and \
 d['bytes_kept'] == S['bytes_kept'] and d['bytes_stock'] == S['bytes_stock'] and d['cpu_peak_bytes'] == S['cpu_peak_bytes'] and \
 S['conv_substituted'] > 0 and d['torch_version'] != '' and d['families']['conv']['state'] == 'on' and \
+d['activation_bytes_kept'] + d['parameter_bytes_kept'] == d['bytes_kept'] and \
+d['activation_bytes_stock'] + d['parameter_bytes_stock'] == d['bytes_stock'] and \
 d['cuda']['state'] in ('absent', 'unused', 'present', 'unavailable')"
   check "$1" "(lambda S: $expr)({k: int(v) for k, v in (f.split('=') for f in '''$2'''.split()[1:])})" "$3"
 }
