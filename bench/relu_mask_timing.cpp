@@ -1,10 +1,9 @@
 // SPDX-License-Identifier: MIT
 // relu_mask_timing: one-off timing of the ReLU family's 1-bit masks on the CPU: packing and
 // unpacking against the relu itself and a convolution of the same output size, and relu
-// forward+backward with libmemsave on and off. Not a test; run by hand:
-//   g++ -O2 -std=c++17 -o /tmp/relu_mask_timing bench/relu_mask_timing.cpp hooks/bitmask.cpp -Ishim \
-//       -Lbuild -lmemsave -ltorch -ltorch_cpu -lc10 -Wl,-rpath,$PWD/build
-//   MEMSAVE_OPS=all /tmp/relu_mask_timing [threads [N C H W]]
+// forward+backward with libmemsave on and off. Not a test; built as bench_relu_mask_timing
+// (bench/CMakeLists.txt) and run by hand:
+//   MEMSAVE_OPS=all build/bench_relu_mask_timing [threads [N C H W]]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -15,7 +14,7 @@
 #include <functional>
 #include <vector>
 
-#include "../hooks/bitmask.h"
+#include "../hooks/core/bitmask.h"
 #include "memsave.h"
 
 using memsave::BitMask;

@@ -184,7 +184,7 @@ echo "$rows" | while read -r model scenario batch size steps; do
   sr=$(awk -v a="$sa" -v b="$sb" 'BEGIN { if (a > 0 && b != "") printf "%.4g", b / a }')
   jq -r --arg m "$model" --arg s "$scenario" --arg b "$batch" --arg z "$size" --arg k "$steps" \
         --arg sa "$sa" --arg sb "$sb" --arg sr "$sr" '
-    [$m, $s, $b, $z, $k, .a.median.cpu_peak_bytes, .b.median.cpu_peak_bytes, .ratio.cpu_peak_bytes,
+    [$m, $s, $b, $z, $k, .a.median.cpu_peak_total_bytes, .b.median.cpu_peak_total_bytes, .ratio.cpu_peak_total_bytes,
      .a.median.wall_s, .b.median.wall_s, .ratio.wall_s,
      (if .output == "identical" then "yes" elif .output == "not_checked" then "not checked" else "NO" end),
      $sa, $sb, $sr]

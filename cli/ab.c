@@ -28,11 +28,12 @@ struct measure {
   char torch_version[32];
 };
 
-/* The details shown for run B1: families, bytes, reasons, call sites. */
+/* The details shown for run B1: families, bytes, reasons, call sites. The counters and bytes
+ * are those of struct memsave_stats, summed over the run's reports. */
 struct details {
   char state[MEMSAVE_FAMILY_COUNT][16];
-  uint64_t substituted[MEMSAVE_FAMILY_COUNT], passthrough[MEMSAVE_FAMILY_COUNT], fallbacks[MEMSAVE_FAMILY_COUNT];
-  uint64_t bytes_kept, bytes_stock;
+  const char *states[MEMSAVE_FAMILY_COUNT]; /* state[f], for the shared printers */
+  struct memsave_stats st;
   int nreasons;
   struct { char family[16], text[160]; uint64_t count; } reasons[MAX_REASONS];
   int nsites, operator_names;
@@ -64,20 +65,24 @@ static uint64_t u64(const char *json, const char *path) {
 }
 
 static void read_details(const char *json, struct details *d) {
-  char path[64];
+  /* The report's names of the figures summed into d->st. */
+  const struct { const char *name; uint64_t *per_family; } counters[] = {
+      {"substituted", d->st.substituted}, {"passthrough", d->st.passthrough}, {"fallbacks", d->st.fallbacks}};
+  const struct { const char *name; uint64_t *bytes; } bytes[] = {
+      {"activation_bytes_kept", &d->st.activation_bytes_kept},
+      {"activation_bytes_stock", &d->st.activation_bytes_stock},
+      {"parameter_bytes_kept", &d->st.parameter_bytes_kept},
+      {"parameter_bytes_stock", &d->st.parameter_bytes_stock}};
+  const char *family = cli_json_get(json, "families");
   for (int f = 0; f < MEMSAVE_FAMILY_COUNT; f++) {
-    const char *name = memsave_family_name(f);
-    snprintf(path, sizeof path, "families.%s.state", name);
-    cli_json_str(cli_json_get(json, path), d->state[f], sizeof d->state[f]);
-    snprintf(path, sizeof path, "families.%s.substituted", name);
-    d->substituted[f] += u64(json, path);
-    snprintf(path, sizeof path, "families.%s.passthrough", name);
-    d->passthrough[f] += u64(json, path);
-    snprintf(path, sizeof path, "families.%s.fallbacks", name);
-    d->fallbacks[f] += u64(json, path);
+    const char *row = cli_json_get(family, memsave_family_name(f));
+    cli_json_str(cli_json_get(row, "state"), d->state[f], sizeof d->state[f]);
+    for (size_t c = 0; c < sizeof counters / sizeof counters[0]; c++)
+      counters[c].per_family[f] += u64(row, counters[c].name);
   }
-  d->bytes_kept += u64(json, "bytes_kept");
-  d->bytes_stock += u64(json, "bytes_stock");
+  for (size_t b = 0; b < sizeof bytes / sizeof bytes[0]; b++) *bytes[b].bytes += u64(json, bytes[b].name);
+  d->st.bytes_kept = d->st.activation_bytes_kept + d->st.parameter_bytes_kept;
+  d->st.bytes_stock = d->st.activation_bytes_stock + d->st.parameter_bytes_stock;
   const char *reasons = cli_json_get(json, "fallback_reasons"), *r;
   for (int i = 0; d->nreasons < MAX_REASONS && (r = cli_json_at(reasons, i)); i++) {
     cli_json_str(cli_json_get(r, "family"), d->reasons[d->nreasons].family, sizeof d->reasons[0].family);
@@ -119,7 +124,7 @@ static void read_reports(struct run *r, struct details *d) {
     }
     m->loaded |= loaded;
     m->active |= strncmp(cli_json_get(json, "active") ? cli_json_get(json, "active") : "", "true", 4) == 0;
-    uint64_t peak = u64(json, "cpu_peak_bytes"), cuda = 0, v;
+    uint64_t peak = u64(json, "cpu_peak_total_bytes"), cuda = 0, v; /* the whole run's */
     const char *devices = cli_json_get(json, "cuda.peak_allocated_bytes");
     for (int i = 0; cli_json_u64(cli_json_at(devices, i), &v); i++) cuda += v;
     if (peak > m->cpu_peak) m->cpu_peak = peak;
@@ -222,32 +227,23 @@ static double median_of(const struct run *runs, int n, int side, int q) {
   return median(v, k);
 }
 
-static void json_string(const char *s) {
-  putchar('"');
-  for (; *s; s++) {
-    if (*s == '"' || *s == '\\') printf("\\%c", *s);
-    else if ((unsigned char)*s < 0x20) printf("\\u%04x", (unsigned char)*s);
-    else putchar(*s);
-  }
-  putchar('"');
-}
-
 static void print_json(const struct cli_options *o, const struct run *runs, const struct details *d, const char *output) {
-  static const char *const names[M_COUNT] = {"cpu_peak_bytes", "cuda_peak_bytes", "rss_peak_bytes", "wall_s"};
+  /* cpu_peak_total_bytes: the whole run's peak, as the report's field of that name. */
+  static const char *const names[M_COUNT] = {"cpu_peak_total_bytes", "cuda_peak_bytes", "rss_peak_bytes", "wall_s"};
   printf("{\"memsave_version\":\"%s\",\"command\":[", memsave_version());
   for (int i = 0; o->cmd[i]; i++) {
     if (i) putchar(',');
-    json_string(o->cmd[i]);
+    memsave__json_string(stdout, o->cmd[i]);
   }
   printf("],\"runs\":%d,\"torch_version\":", o->runs);
-  json_string(runs[1].m.torch_version);
+  memsave__json_string(stdout, runs[1].m.torch_version);
   printf(",\"cuda\":");
-  json_string(runs[1].m.cuda);
+  memsave__json_string(stdout, runs[1].m.cuda);
   for (int side = 0; side < 2; side++) {
     printf(",\"%c\":{\"runs\":[", side ? 'b' : 'a');
     for (int i = side; i < 2 * o->runs; i += 2) {
       const struct run *r = &runs[i];
-      printf("%s{\"label\":\"%s\",\"reports\":%d,\"cpu_peak_bytes\":%llu,\"cuda_peak_bytes\":%llu,\"rss_peak_bytes\":%llu,"
+      printf("%s{\"label\":\"%s\",\"reports\":%d,\"cpu_peak_total_bytes\":%llu,\"cuda_peak_bytes\":%llu,\"rss_peak_bytes\":%llu,"
              "\"wall_s\":%.3f}", i > 1 ? "," : "", r->label, r->m.reports, (unsigned long long)r->m.cpu_peak,
              (unsigned long long)r->m.cuda_peak, (unsigned long long)r->child.rss_peak_bytes, r->child.wall_s);
     }
@@ -262,16 +258,12 @@ static void print_json(const struct cli_options *o, const struct run *runs, cons
     if (a > 0) printf("%s\"%s\":%.4f", q ? "," : "", names[q], b / a);
     else printf("%s\"%s\":null", q ? "," : "", names[q]);
   }
-  printf("},\"families\":{");
-  for (int f = 0; f < MEMSAVE_FAMILY_COUNT; f++)
-    printf("%s\"%s\":{\"state\":\"%s\",\"substituted\":%llu,\"passthrough\":%llu,\"fallbacks\":%llu}", f ? "," : "",
-           memsave_family_name(f), d->state[f], (unsigned long long)d->substituted[f],
-           (unsigned long long)d->passthrough[f], (unsigned long long)d->fallbacks[f]);
-  printf("},\"bytes_kept\":%llu,\"bytes_stock\":%llu,\"fallback_reasons\":[", (unsigned long long)d->bytes_kept,
-         (unsigned long long)d->bytes_stock);
+  printf("},");
+  memsave__json_counts(stdout, d->states, &d->st);
+  printf(",\"fallback_reasons\":[");
   for (int i = 0; i < d->nreasons; i++) {
     printf("%s{\"family\":\"%s\",\"reason\":", i ? "," : "", d->reasons[i].family);
-    json_string(d->reasons[i].text);
+    memsave__json_string(stdout, d->reasons[i].text);
     printf(",\"count\":%llu}", (unsigned long long)d->reasons[i].count);
   }
   printf("]");
@@ -281,9 +273,9 @@ static void print_json(const struct cli_options *o, const struct run *runs, cons
            (unsigned long long)d->trace_ns);
     for (int i = 0; i < d->nsites; i++) {
       printf("%s{\"symbol\":", i ? "," : "");
-      json_string(d->sites[i].symbol);
+      memsave__json_string(stdout, d->sites[i].symbol);
       printf(",\"module\":");
-      json_string(d->sites[i].module);
+      memsave__json_string(stdout, d->sites[i].module);
       printf(",\"module_offset\":%llu,\"bytes\":%llu,\"nodes\":%llu}", (unsigned long long)d->sites[i].offset,
              (unsigned long long)d->sites[i].bytes, (unsigned long long)d->sites[i].nodes);
     }
@@ -306,7 +298,7 @@ static void print_row(const char *name, double a, double b, int bytes) {
 }
 
 static void print_table(const struct cli_options *o, const struct run *runs, const struct details *d, const char *output) {
-  char a[32], b[32], c[32];
+  char a[32], line[256];
   int n = o->runs;
   printf("memsave ab: %s, LibTorch %s, %d pair%s of runs\n", o->cmd[0], runs[1].m.torch_version, n, n > 1 ? "s" : "");
   printf("A: stock (MEMSAVE=0, measured the same way), B: libmemsave (MEMSAVE=1)\n\n");
@@ -320,14 +312,9 @@ static void print_table(const struct cli_options *o, const struct run *runs, con
                                                                                            : "unavailable (see the report)");
   print_row("peak RSS", median_of(runs, n, 0, M_RSS), median_of(runs, n, 1, M_RSS), 1);
   print_row("wall time", median_of(runs, n, 0, M_WALL), median_of(runs, n, 1, M_WALL), 0);
-  printf("\n%-10s %-12s %12s %12s %12s   (run B1)\n", "family", "state", "substituted", "passthrough", "fallbacks");
-  for (int f = 0; f < MEMSAVE_FAMILY_COUNT; f++)
-    printf("%-10s %-12s %12llu %12llu %12llu\n", memsave_family_name(f), d->state[f],
-           (unsigned long long)d->substituted[f], (unsigned long long)d->passthrough[f],
-           (unsigned long long)d->fallbacks[f]);
-  printf("\nkept for backward by libmemsave: %s; stock would have kept %s for the same calls (not kept: %s)\n",
-         memsave__human(d->bytes_kept, a, sizeof a), memsave__human(d->bytes_stock, b, sizeof b),
-         memsave__human(d->bytes_stock - d->bytes_kept, c, sizeof c));
+  printf("\nrun B1:\n");
+  memsave__family_rows(stdout, "", d->states, runs[1].m.active, &d->st);
+  printf("\nkept for backward (run B1): %s\n", memsave__kept_line(&d->st, line, sizeof line));
   for (int i = 0; i < d->nreasons; i++)
     printf("fallback %s: %s (%llu)\n", d->reasons[i].family, d->reasons[i].text, (unsigned long long)d->reasons[i].count);
   if (o->trace) {
@@ -410,6 +397,7 @@ int cli_ab(struct cli_options *o) {
   struct run *runs = calloc((size_t)(2 * o->runs), sizeof *runs);
   struct details *d = calloc(1, sizeof *d);
   if (d) d->sites = calloc(MAX_SITES, sizeof *d->sites);
+  for (int f = 0; d && f < MEMSAVE_FAMILY_COUNT; f++) d->states[f] = d->state[f];
   if (!runs || !d || !d->sites) {
     cli_error(o, "out of memory");
     return CLI_EXIT_INTERNAL;

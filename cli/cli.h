@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "internal.h" /* shim: memsave__parse_ops, memsave__human, family names */
+#include "common.h" /* shim/common.h (memsave_common): the option grammar, family names, formatter */
 
 /* Exit statuses of memsave itself (CMD's own status is passed through). */
 enum {

@@ -23,6 +23,7 @@
 #endif
 
 static void usage(FILE *f) {
+  char dflt[128];
   fprintf(f,
           "Usage: memsave run [OPTIONS] [--] CMD [ARGS...]\n"
           "       memsave ab [OPTIONS] [--] CMD [ARGS...]\n"
@@ -31,8 +32,8 @@ static void usage(FILE *f) {
           "Run an unmodified LibTorch or PyTorch program with libmemsave preloaded.\n"
           "\n"
           "memsave run: run CMD once with libmemsave; exit with CMD's status.\n"
-          "  --ops LIST        operator families to substitute (MEMSAVE_OPS): a comma list of\n"
-          "                    conv, linear, batchnorm, relu, pool, dropout, all, none, -name\n"
+          "  --ops LIST        operator families to substitute (MEMSAVE_OPS), default\n"
+          "                    %s; %s\n"
           "  --report DEST     report at exit (MEMSAVE_REPORT): 'stderr' or a path; %%p in the\n"
           "                    path is the pid, a path ending in .json gets JSON\n"
           "  --trace N         list the N call sites whose tensors libmemsave did not keep\n"
@@ -55,7 +56,13 @@ static void usage(FILE *f) {
           "  2: bad options; 125: memsave itself failed (library not found, no temporary directory)\n"
           "\n"
           "The library is found next to this program (build tree) or in " MEMSAVE_CLI_LIBDIR
-          " relative to it\n(installed tree). Other MEMSAVE_* variables pass through; see docs/options.md.\n");
+          " relative to it\n(installed tree). Other MEMSAVE_* variables pass through; see docs/options.md.\n"
+          "\n"
+          "Operator families:\n",
+          memsave__ops_string(MEMSAVE_FAMILY_DEFAULT_MASK, dflt, sizeof dflt), "all, none, -name, or the families below");
+#define XX(id, name, on, doc) fprintf(f, "  %-10s %s%s\n", #name, doc, on ? "" : " [off by default]");
+  MEMSAVE_FAMILY_MAP(XX)
+#undef XX
 }
 
 void cli_error(const struct cli_options *o, const char *fmt, ...) {
@@ -75,14 +82,6 @@ static int usage_error(const struct cli_options *o, const char *fmt, const char 
   return CLI_EXIT_USAGE;
 }
 
-static int parse_count(const char *s, int lo, int hi, int *out) {
-  char *end;
-  long v = strtol(s, &end, 10);
-  if (end == s || *end || v < lo || v > hi) return 0;
-  *out = (int)v;
-  return 1;
-}
-
 /* Parses argv[2...] of `memsave MODE`; returns 0 or an exit status. */
 static int parse_options(int argc, char **argv, struct cli_options *o) {
   enum { OPT_OPS = 256, OPT_REPORT, OPT_TRACE, OPT_CHECK, OPT_JSON };
@@ -98,14 +97,13 @@ static int parse_options(int argc, char **argv, struct cli_options *o) {
   char *saved = argv[1];
   argv[1] = prog; /* getopt's own messages then read "memsave ab: unrecognized option ..." */
   optind = 1;
-  int c, ok;
+  int c;
+  unsigned mask;
   while ((c = getopt_long(argc - 1, argv + 1, "+n:vh", longopts, NULL)) != -1) {
     switch (c) {
       case OPT_OPS:
-        memsave__parse_ops(optarg, &ok);
-        if (!ok)
-          return usage_error(o, "invalid --ops list '%s' (accepted: conv, linear, batchnorm, relu, pool, dropout, "
-                                "all, none, -name)", optarg);
+        if (!memsave__parse_ops(optarg, &mask))
+          return usage_error(o, "invalid --ops list '%s' (accepted: " MEMSAVE_OPS_ACCEPTED ")", optarg);
         o->ops = optarg;
         break;
       case OPT_REPORT:
@@ -114,7 +112,7 @@ static int parse_options(int argc, char **argv, struct cli_options *o) {
         o->report = optarg;
         break;
       case OPT_TRACE:
-        if (!parse_count(optarg, 0, 1000, &o->trace))
+        if (!memsave__parse_int(optarg, 0, 1000, &o->trace))
           return usage_error(o, "invalid --trace count '%s' (expected 0 to 1000)", optarg);
         break;
       case 'v':
@@ -122,7 +120,7 @@ static int parse_options(int argc, char **argv, struct cli_options *o) {
         break;
       case 'n':
         if (!ab) return usage_error(o, "%s is an option of memsave ab", "-n/--runs");
-        if (!parse_count(optarg, 1, 1000, &o->runs))
+        if (!memsave__parse_int(optarg, 1, 1000, &o->runs))
           return usage_error(o, "invalid number of runs '%s' (expected 1 to 1000)", optarg);
         break;
       case OPT_CHECK:

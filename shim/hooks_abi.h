@@ -1,11 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /* hooks_abi.h: the private contract between libmemsave.so (C) and libmemsave_hooks.so (C++).
  *
- * The shim owns one `struct memsave_shared` and passes its address to memsave_hooks_init.
- * The hooks update the counters with GCC's __atomic builtins, which C and C++ share, and
- * read the flags; for the report they fill in the CUDA snapshot and point to their call-site
- * table. Nothing else crosses between the two libraries, so the shim never links LibTorch
- * and the hooks never call back into the shim's symbols by name. */
+ * The shim owns one `struct memsave_shared` and passes its address to memsave_hooks_init,
+ * the hooks' one entry point. What crosses, each value with one owner (the comment on each
+ * field names it), written once and only read by the other side:
+ *   - shim -> hooks: the options as read from the environment (`opts`), the enabled flag of
+ *     memsave_set_enabled, and two services (`log`, `note_fallback`), called through the
+ *     pointers so that the hooks never call the shim's symbols by name;
+ *   - hooks -> shim: which families they registered, the LibTorch version, the counters
+ *     (updated with GCC's __atomic builtins, which C and C++ share), the CUDA snapshot, and
+ *     pointers to their call-site and timeline tables, plain data with static storage that
+ *     the report reads at exit.
+ * So the shim never links LibTorch, and nothing goes shim -> hooks -> shim. */
 #ifndef MEMSAVE_HOOKS_ABI_H
 #define MEMSAVE_HOOKS_ABI_H
 
@@ -18,9 +24,15 @@ extern "C" {
 #endif
 
 /* 2: MEMSAVE_TRACE and the call-site table, the CUDA snapshot.
- * 3: MEMSAVE_TIMELINE and the timeline buffer. */
-#define MEMSAVE_HOOKS_ABI_VERSION 3
+ * 3: MEMSAVE_TIMELINE and the timeline buffer.
+ * 4: the options in one struct (no copies), families_registered/_unavailable, the bytes
+ *    kept apart as activations and parameters (issue 11). */
+#define MEMSAVE_HOOKS_ABI_VERSION 4
 #define MEMSAVE_HOOKS_INIT_SYMBOL "memsave_hooks_init"
+
+/* Levels of the `log` service: warnings are always printed; info and debug follow
+ * MEMSAVE_VERBOSE. */
+enum { MEMSAVE_LOG_WARN = 0, MEMSAVE_LOG_INFO = 1, MEMSAVE_LOG_DEBUG = 2 };
 
 /* A counted fallback reason: (family, static text). The hooks pass string literals. */
 #define MEMSAVE_MAX_REASONS 64
@@ -88,31 +100,51 @@ enum {
   MEMSAVE_CUDA_UNAVAILABLE = 3  /* CUDA LibTorch loaded, its statistics cannot be read (cuda_reason) */
 };
 
+/* The MEMSAVE_* options, read once from the environment by the shim (shim/options.c, one
+ * table) straight into memsave_shared.opts; nobody else writes them. docs/options.md
+ * describes each. */
+struct memsave_options {
+  int enable;          /* MEMSAVE: 0 = register no kernels, only count tensor bytes */
+  unsigned ops_mask;   /* MEMSAVE_OPS: bit i set = family i is asked for */
+  int verbose;         /* MEMSAVE_VERBOSE: 0, 1 (options, activation), 2 (every fallback) */
+  int trace;           /* MEMSAVE_TRACE: call sites to list; 0 = off */
+  char hooks[4096];    /* MEMSAVE_HOOKS: "" = libmemsave_hooks.so next to libmemsave.so */
+  char report[4096];   /* MEMSAVE_REPORT: "" = no report, "stderr", or a path (%p = pid) */
+  char timeline[4096]; /* MEMSAVE_TIMELINE: "" = no samples, or a path (%p = pid) */
+};
+
+/* Tensor bytes kept for backward, split by what they are. Activations: tensors computed by
+ * the forward (inputs, outputs, masks, batch statistics). Parameters: leaves that live in
+ * the model anyway (weights, biases, running statistics). */
+struct memsave_bytes {
+  uint64_t activations;
+  uint64_t parameters;
+};
+
 struct memsave_shared {
-  int abi_version;
-  int register_kernels;   /* MEMSAVE: 0 = count memory only, register nothing */
-  unsigned ops_mask;      /* bit i set = family i is substituted */
-  int verbose;            /* MEMSAVE_VERBOSE */
-  int enabled;            /* memsave_set_enabled; read with __atomic_load_n */
-  int active;             /* set by the shim when init registered the kernels */
+  int abi_version;                 /* shim: MEMSAVE_HOOKS_ABI_VERSION; the hooks refuse another */
+  struct memsave_options opts;     /* shim (options.c), before the hooks are loaded */
+  int enabled;                     /* C ABI (memsave_set_enabled), set from opts.enable by the loader
+                                      before init; read with __atomic_load_n */
+  int active;                      /* loader: 1 when init succeeded with opts.enable */
+  unsigned families_registered;    /* hooks: bit i = family i asked in opts.ops_mask and registered */
+  unsigned families_unavailable;   /* hooks: bit i = family i asked in opts.ops_mask, not in this build
+                                      (the hooks also log it, through `log`) */
+  char torch_version[32];          /* hooks */
+  /* Counters, hooks (note_fallback: the shim, called by the hooks). */
   uint64_t substituted[MEMSAVE_FAMILY_SLOTS];
   uint64_t fallbacks[MEMSAVE_FAMILY_SLOTS];
   uint64_t passthrough[MEMSAVE_FAMILY_SLOTS];
-  uint64_t bytes_kept;
-  uint64_t bytes_stock;
-  int64_t cpu_current_bytes;
-  int64_t cpu_peak_bytes;
-  /* Filled in by the hooks for the report. */
-  char torch_version[32];
-  unsigned families_built; /* bit i set = this build of the hooks implements family i */
-  int trace;               /* MEMSAVE_TRACE: call sites to list; 0 = off (set by the shim) */
-  struct memsave_trace *trace_table; /* set by the hooks when trace > 0 and unwinding works */
-  int cuda_state;          /* MEMSAVE_CUDA_* */
-  int cuda_devices;        /* entries of cuda_peak_bytes filled in */
-  int64_t cuda_peak_bytes[MEMSAVE_MAX_CUDA_DEVICES]; /* peak allocated bytes per device */
-  const char *cuda_reason; /* static text, for MEMSAVE_CUDA_UNAVAILABLE */
-  int timeline;            /* MEMSAVE_TIMELINE is set (by the shim) */
-  struct memsave_timeline *timeline_table; /* set by the hooks when timeline is set */
+  struct memsave_bytes kept;       /* hooks: tensor bytes our nodes keep (cumulative) */
+  struct memsave_bytes stock;      /* hooks: tensor bytes stock's nodes would keep for the same calls */
+  int64_t cpu_current_bytes;       /* hooks (counting allocator) */
+  int64_t cpu_peak_bytes;          /* hooks; memsave_reset_peak sets it to cpu_current_bytes */
+  struct memsave_trace *trace_table; /* hooks: set when opts.trace > 0 and unwinding works */
+  int cuda_state;                  /* hooks: MEMSAVE_CUDA_* */
+  int cuda_devices;                /* hooks: entries of cuda_peak_bytes filled in */
+  int64_t cuda_peak_bytes[MEMSAVE_MAX_CUDA_DEVICES]; /* hooks: peak allocated bytes per device */
+  const char *cuda_reason;         /* hooks: static text, for MEMSAVE_CUDA_UNAVAILABLE */
+  struct memsave_timeline *timeline_table; /* hooks: set when opts.timeline is set */
   /* Services of the shim. */
   void (*log)(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
   void (*note_fallback)(int family, const char *reason);

@@ -61,8 +61,8 @@ static const char *find_mapped(struct find_ctx *ctx, const char *prefix) {
 }
 
 static void hooks_path(char *out, size_t cap) {
-  if (memsave__opts.hooks[0]) {
-    snprintf(out, cap, "%s", memsave__opts.hooks);
+  if (memsave__shared.opts.hooks[0]) {
+    snprintf(out, cap, "%s", memsave__shared.opts.hooks);
     return;
   }
   Dl_info info;
@@ -98,23 +98,15 @@ static int activate_locked(void) {
   memsave_hooks_init_fn init = (memsave_hooks_init_fn)dlsym(hooks, MEMSAVE_HOOKS_INIT_SYMBOL);
   if (!init) return refuse("warning: %s has no %s; no hooks installed", path, MEMSAVE_HOOKS_INIT_SYMBOL);
 
+  /* The hooks read the options in s->opts; the enabled flag starts as MEMSAVE says and is
+   * the C ABI's from here on. The hooks log the families this build lacks. */
   struct memsave_shared *s = &memsave__shared;
-  s->register_kernels = memsave__opts.enable;
-  s->ops_mask = memsave__opts.ops_mask;
-  s->verbose = memsave__opts.verbose;
-  s->trace = memsave__opts.trace;
-  s->timeline = memsave__opts.timeline[0] != '\0';
-  __atomic_store_n(&s->enabled, memsave__opts.enable, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->enabled, s->opts.enable, __ATOMIC_RELAXED);
   int rc = init(s);
   if (rc < 0) return refuse("warning: the hooks failed to start (%s)%s; no hooks installed", memsave_strerror(rc), "");
-  unsigned missing = s->ops_mask & ~s->families_built;
-  for (int f = 0; f < MEMSAVE_FAMILY_COUNT; f++)
-    if (missing & (1u << f))
-      memsave__log(MEMSAVE_LOG_INFO, "family %s is not available in this build; stock is used for it", memsave_family_name(f));
-  memsave__opts.ops_unavailable = missing;
-  __atomic_store_n(&s->active, memsave__opts.enable, __ATOMIC_RELEASE);
+  __atomic_store_n(&s->active, s->opts.enable, __ATOMIC_RELEASE);
   memsave__log(MEMSAVE_LOG_INFO, "LibTorch %s found; hooks %s from %s", s->torch_version,
-               memsave__opts.enable ? "registered" : "loaded for counting only (MEMSAVE=0)", path);
+               s->opts.enable ? "registered" : "loaded for counting only (MEMSAVE=0)", path);
   return 1;
 }
 

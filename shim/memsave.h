@@ -20,18 +20,33 @@ extern "C" {
 #define MEMSAVE_VERSION_MINOR 1
 #define MEMSAVE_VERSION_PATCH 0
 
-/* Operator families, in the order of the per-family arrays of struct memsave_stats.
- * The arrays have MEMSAVE_FAMILY_SLOTS entries so that later families fit without
+/* Operator families: the one table. Columns: the enum suffix, the name (MEMSAVE_OPS, the
+ * report, the memsave command), 1 when substituted by default, and one line on what the
+ * family covers. The rows' order is the ABI: a row's index is its MEMSAVE_FAMILY_* value
+ * and its slot in the per-family arrays of struct memsave_stats; new families go at the
+ * end. Linear is off by default: stock's addmm/mm nodes already keep the minimum for the
+ * usual requires_grad patterns (README, "What is substituted"). */
+#define MEMSAVE_FAMILY_MAP(XX)                                                                \
+  XX(CONV, conv, 1, "aten::convolution (conv1d/2d/3d and transposed)")                         \
+  XX(LINEAR, linear, 0, "aten::linear (stock's addmm/mm nodes are minimal in the usual cases)") \
+  XX(BATCHNORM, batchnorm, 1, "native_batch_norm, cudnn_batch_norm")                          \
+  XX(RELU, relu, 1, "relu, threshold, leaky_relu, hardtanh and their in-place forms")       \
+  XX(POOL, pool, 1, "max, average and adaptive average pooling, mean.dim")                   \
+  XX(DROPOUT, dropout, 1, "dropout, feature_dropout (in-place too), native_dropout")
+
+/* The enum follows the table: CONV = 0, LINEAR = 1, ... MEMSAVE_FAMILY_COUNT = rows. The
+ * per-family arrays have MEMSAVE_FAMILY_SLOTS entries so that later families fit without
  * changing the layout. */
 typedef enum memsave_family_t {
-  MEMSAVE_FAMILY_CONV = 0,
-  MEMSAVE_FAMILY_LINEAR = 1,
-  MEMSAVE_FAMILY_BATCHNORM = 2,
-  MEMSAVE_FAMILY_RELU = 3,
-  MEMSAVE_FAMILY_POOL = 4,
-  MEMSAVE_FAMILY_DROPOUT = 5,
-  MEMSAVE_FAMILY_COUNT = 6
+#define XX(id, name, on, doc) MEMSAVE_FAMILY_##id,
+  MEMSAVE_FAMILY_MAP(XX)
+#undef XX
+  MEMSAVE_FAMILY_COUNT
 } memsave_family_t;
+
+/* Families substituted when MEMSAVE_OPS is unset (column 3 of the table). */
+#define MEMSAVE_FAMILY_DEFAULT_MASK (0u MEMSAVE_FAMILY_MAP(MEMSAVE_FAMILY_DEFAULT_BIT_))
+#define MEMSAVE_FAMILY_DEFAULT_BIT_(id, name, on, doc) | ((on) ? 1u << MEMSAVE_FAMILY_##id : 0u)
 
 #define MEMSAVE_FAMILY_SLOTS 8
 
@@ -59,11 +74,21 @@ struct memsave_stats {
   uint64_t substituted[MEMSAVE_FAMILY_SLOTS];    /* our autograd nodes built, per family */
   uint64_t fallbacks[MEMSAVE_FAMILY_SLOTS];      /* calls sent to stock because unsupported */
   uint64_t passthrough[MEMSAVE_FAMILY_SLOTS];    /* calls sent to stock because stock is already minimal */
-  uint64_t bytes_kept;                           /* tensor bytes our nodes keep for backward (cumulative) */
-  uint64_t bytes_stock;                          /* tensor bytes stock's nodes would keep for the same calls */
+  uint64_t bytes_kept;                           /* tensor bytes our nodes keep for backward (cumulative):
+                                                    activation_bytes_kept + parameter_bytes_kept */
+  uint64_t bytes_stock;                          /* tensor bytes stock's nodes would keep for the same calls:
+                                                    activation_bytes_stock + parameter_bytes_stock */
   uint64_t cpu_current_bytes;                    /* CPU tensor bytes allocated now (counting allocator) */
   uint64_t cpu_peak_bytes;                       /* peak of the above since start or memsave_reset_peak */
   uint64_t cpu_peak_total_bytes;                 /* peak of the above since start, whatever the resets */
+  /* Added in 0.1 (issue 11): bytes_kept and bytes_stock apart. Activations are tensors the
+   * forward computed (inputs, outputs, masks, batch statistics): what libmemsave saves.
+   * Parameters are leaves that live in the model anyway (weights, biases, running
+   * statistics): referencing them costs nothing. */
+  uint64_t activation_bytes_kept;                /* activations our nodes keep */
+  uint64_t activation_bytes_stock;               /* activations stock's nodes would keep */
+  uint64_t parameter_bytes_kept;                 /* parameters our nodes reference */
+  uint64_t parameter_bytes_stock;                /* parameters stock's nodes would reference */
 };
 
 /* The library's version, "MAJOR.MINOR.PATCH". */

@@ -1,133 +1,61 @@
 /* SPDX-License-Identifier: MIT */
-/* options.c: the MEMSAVE_* table and its parser. The environment is read once, into fixed
- * buffers, with no heap and nothing that could re-enter the shim. */
-#include <ctype.h>
-#include <errno.h>
+/* options.c: the MEMSAVE_* table and its reader. The environment is read once, into fixed
+ * buffers inside memsave__shared.opts (the hooks read them there), with no heap and nothing
+ * that could re-enter the shim. Reading, the verbose listing and docs/options.md's table are
+ * loops over the one table below. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include "internal.h"
 
-struct memsave_options memsave__opts;
+/* What a row's value is; each kind has a parser and a printer below. */
+enum kind {
+  KIND_BOOL,   /* int: the boolean grammar */
+  KIND_INT,    /* int: a plain integer from lo to hi */
+  KIND_OPS,    /* unsigned: a family list (the family table's names) */
+  KIND_PATH,   /* char[]: any string that fits */
+  KIND_OUTPUT  /* char[]: a path whose directory can be written now (the file comes at exit) */
+};
 
-static const char *const family_names[MEMSAVE_FAMILY_COUNT] = {
-    "conv", "linear", "batchnorm", "relu", "pool", "dropout"};
+struct option {
+  const char *name;     /* the variable */
+  enum kind kind;
+  size_t offset, size;  /* the field in struct memsave_options */
+  long dflt, lo, hi;    /* numeric kinds: the default and, for KIND_INT, the range */
+  const char *unset;    /* string kinds: what "" (the default) means, for the listing */
+  const char *accepted; /* the values, for the warning and the docs */
+  const char *doc;      /* one line, for the verbose listing and the docs */
+};
 
-/* Families substituted when MEMSAVE_OPS is unset. Linear is off by default: stock's
- * addmm/mm nodes already keep the minimum (see README, "What is substituted"). */
-#define DEFAULT_OPS                                                                   \
-  ((1u << MEMSAVE_FAMILY_CONV) | (1u << MEMSAVE_FAMILY_BATCHNORM) |                  \
-   (1u << MEMSAVE_FAMILY_RELU) | (1u << MEMSAVE_FAMILY_POOL) |                       \
-   (1u << MEMSAVE_FAMILY_DROPOUT))
-#define ALL_OPS ((1u << MEMSAVE_FAMILY_COUNT) - 1u)
+#define FIELD(f) offsetof(struct memsave_options, f), sizeof(((struct memsave_options *)0)->f)
 
-const char *memsave_family_name(int family) {
-  if (family < 0 || family >= MEMSAVE_FAMILY_COUNT) return NULL;
-  return family_names[family];
-}
-
-int memsave__parse_bool(const char *v, int *out) {
-  static const char *const on[] = {"1", "on", "yes", "true"};
-  static const char *const off[] = {"0", "off", "no", "false"};
-  for (size_t i = 0; i < 4; i++) {
-    if (strcasecmp(v, on[i]) == 0) { *out = 1; return 1; }
-    if (strcasecmp(v, off[i]) == 0) { *out = 0; return 1; }
-  }
-  return 0;
-}
-
-static int parse_int(const char *v, long lo, long hi, int *out) {
-  char *end;
-  errno = 0;
-  long x = strtol(v, &end, 10);
-  if (errno != 0 || end == v || *end != '\0' || x < lo || x > hi) return 0;
-  *out = (int)x;
-  return 1;
-}
-
-static int family_index(const char *name, size_t len) {
-  for (int i = 0; i < MEMSAVE_FAMILY_COUNT; i++)
-    if (strlen(family_names[i]) == len && strncasecmp(name, family_names[i], len) == 0) return i;
-  return -1;
-}
-
-/* "conv,relu", "all", "all,-linear", "-dropout" (the default set minus dropout). A list
- * that starts with an exclusion starts from the default set. Sets *ok to 0 on any unknown
- * name; the returned mask is then meaningless. */
-unsigned memsave__parse_ops(const char *v, int *ok) {
-  unsigned mask = 0;
-  int first = 1;
-  *ok = 1;
-  while (*v) {
-    const char *end = strchr(v, ',');
-    size_t len = end ? (size_t)(end - v) : strlen(v);
-    while (len && isspace((unsigned char)*v)) { v++; len--; }
-    while (len && isspace((unsigned char)v[len - 1])) len--;
-    int exclude = len && *v == '-';
-    if (exclude) { v++; len--; }
-    if (first && exclude) mask = DEFAULT_OPS;
-    first = 0;
-    unsigned bits;
-    if (len == 3 && strncasecmp(v, "all", 3) == 0) {
-      bits = ALL_OPS;
-    } else if (len == 4 && strncasecmp(v, "none", 4) == 0) {
-      bits = 0;
-    } else if (len == 0) {
-      bits = 0; /* tolerate "conv,,relu" and a trailing comma */
-    } else {
-      int f = family_index(v, len);
-      if (f < 0) { *ok = 0; return 0; }
-      bits = 1u << f;
-    }
-    mask = exclude ? (mask & ~bits) : (mask | bits);
-    if (!end) break;
-    v = end + 1;
-  }
-  return mask;
-}
-
-/* Warnings found while reading the environment are held back until LibTorch shows up, so
- * that a process that never loads it (every child of a preloaded shell) prints nothing. */
-#define MAX_PENDING 8
-static char pending[MAX_PENDING][512];
-static int npending;
-
-static void bad_value(const char *name, const char *value, const char *accepted, const char *dflt) {
-  if (npending == MAX_PENDING) return;
-  snprintf(pending[npending++], sizeof pending[0],
-           "warning: %s=\"%.200s\" is not valid (accepted: %s); using the default, %s", name, value, accepted, dflt);
-}
-
-static void copy_string(char *dst, size_t cap, const char *name, const char *value) {
-  size_t n = strlen(value);
-  if (n >= cap) {
-    if (npending < MAX_PENDING)
-      snprintf(pending[npending++], sizeof pending[0], "warning: %s is longer than %zu characters; ignored", name, cap - 1);
-    dst[0] = '\0';
-    return;
-  }
-  memcpy(dst, value, n + 1);
-}
-
-/* The option table: name, default, accepted values and meaning. The parser below reads
- * exactly these variables, the verbose listing prints them, docs/options.md repeats them. */
-static const struct {
-  const char *name, *dflt, *accepted, *doc;
-} option_table[] = {
-    {"MEMSAVE", "1", "1/0, on/off, yes/no, true/false", "0 registers no kernels; tensor bytes are still counted"},
-    {"MEMSAVE_OPS", "conv,batchnorm,relu,pool,dropout",
-     "a comma list of conv, linear, batchnorm, relu, pool, dropout, all, none, -name", "families to substitute"},
-    {"MEMSAVE_VERBOSE", "0", "0, 1, 2", "1 lists options and activation, 2 also every fallback"},
-    {"MEMSAVE_HOOKS", "", "a path", "hooks library; default libmemsave_hooks.so next to libmemsave.so"},
-    {"MEMSAVE_REPORT", "", "stderr or a path (%p = pid, .json = JSON)", "report written at exit"},
-    {"MEMSAVE_TRACE", "0", "an integer from 0 to 1000", "attribute saved bytes to the top N call sites"},
-    {"MEMSAVE_TIMELINE", "", "a path in a writable directory (%p = pid)",
+/* The options, in the order of the verbose listing and of docs/options.md. */
+static const struct option table[] = {
+    /* MEMSAVE (default 1): 0 loads the hooks only to count tensor bytes: exactly stock. */
+    {"MEMSAVE", KIND_BOOL, FIELD(enable), 1, 0, 1, NULL, "1/0, on/off, yes/no, true/false",
+     "0: load the hooks only to count tensor bytes; register no kernels (exactly stock behaviour)"},
+    /* MEMSAVE_OPS (default: the families marked on in MEMSAVE_FAMILY_MAP). */
+    {"MEMSAVE_OPS", KIND_OPS, FIELD(ops_mask), MEMSAVE_FAMILY_DEFAULT_MASK, 0, 0, NULL, MEMSAVE_OPS_ACCEPTED,
+     "families substituted; a list that starts with -name starts from the default set"},
+    /* MEMSAVE_VERBOSE (default 0). */
+    {"MEMSAVE_VERBOSE", KIND_INT, FIELD(verbose), 0, 0, 2, NULL, "0, 1, 2",
+     "1: options and activation on stderr; 2: also every new fallback reason"},
+    /* MEMSAVE_HOOKS (default: libmemsave_hooks.so next to libmemsave.so). */
+    {"MEMSAVE_HOOKS", KIND_PATH, FIELD(hooks), 0, 0, 0, "(next to libmemsave.so)", "a path",
+     "the hooks library to load"},
+    /* MEMSAVE_REPORT (default: none). */
+    {"MEMSAVE_REPORT", KIND_PATH, FIELD(report), 0, 0, 0, "(none)", "stderr or a path (%p = pid, .json = JSON)",
+     "report written at exit by processes that loaded LibTorch"},
+    /* MEMSAVE_TRACE (default 0: off). */
+    {"MEMSAVE_TRACE", KIND_INT, FIELD(trace), 0, 0, 1000, NULL, "an integer from 0 to 1000",
+     "attribute the bytes not kept to the top N call sites, in the report"},
+    /* MEMSAVE_TIMELINE (default: none). */
+    {"MEMSAVE_TIMELINE", KIND_OUTPUT, FIELD(timeline), 0, 0, 0, "(none)", "a path in a writable directory (%p = pid)",
      "CSV of CPU tensor bytes over time, written at exit"},
 };
-enum { OPT_MEMSAVE, OPT_OPS, OPT_VERBOSE, OPT_HOOKS, OPT_REPORT, OPT_TRACE, OPT_TIMELINE };
+#define NOPTIONS (sizeof table / sizeof table[0])
 
 /* MEMSAVE_TIMELINE is written at exit; a path whose directory cannot be written is
  * refused now, while a warning can still say so. */
@@ -143,78 +71,64 @@ static int writable_dir_of(const char *path) {
   return access(dir, W_OK) == 0;
 }
 
-static void bad(int id, const char *value) {
-  bad_value(option_table[id].name, value, option_table[id].accepted,
-            option_table[id].dflt[0] ? option_table[id].dflt : "(none)");
+/* Parses `v` into the field; returns 1, or 0 (field untouched) for a bad value. */
+static int parse(const struct option *o, const char *v, void *field) {
+  switch (o->kind) {
+    case KIND_BOOL: return memsave__parse_bool(v, field);
+    case KIND_INT: return memsave__parse_int(v, o->lo, o->hi, field);
+    case KIND_OPS: return memsave__parse_ops(v, field);
+    case KIND_PATH:
+    case KIND_OUTPUT:
+      if (strlen(v) >= o->size || (o->kind == KIND_OUTPUT && !writable_dir_of(v))) return 0;
+      memcpy(field, v, strlen(v) + 1);
+      return 1;
+  }
+  return 0;
+}
+
+static void set_default(const struct option *o, void *field) {
+  if (o->kind == KIND_OPS) *(unsigned *)field = (unsigned)o->dflt;
+  else if (o->kind == KIND_BOOL || o->kind == KIND_INT) *(int *)field = (int)o->dflt;
+  else *(char *)field = '\0';
+}
+
+/* The field's value as the listing shows it. */
+static const char *show(const struct option *o, const void *field, char *buf, size_t cap) {
+  if (o->kind == KIND_OPS) return memsave__ops_string(*(const unsigned *)field, buf, cap);
+  if (o->kind == KIND_BOOL || o->kind == KIND_INT) snprintf(buf, cap, "%d", *(const int *)field);
+  else snprintf(buf, cap, "%s", *(const char *)field ? (const char *)field : o->unset);
+  return buf;
+}
+
+static const char *show_default(const struct option *o, char *buf, size_t cap) {
+  struct memsave_options defaults;
+  void *field = (char *)&defaults + o->offset;
+  set_default(o, field);
+  return show(o, field, buf, cap);
+}
+
+/* Warnings found while reading the environment are held back until LibTorch shows up, so
+ * that a process that never loads it (every child of a preloaded shell) prints nothing. */
+#define MAX_PENDING 8
+static char pending[MAX_PENDING][512];
+static int npending;
+
+static void bad_value(const struct option *o, const char *value) {
+  char dflt[64];
+  if (npending == MAX_PENDING) return;
+  snprintf(pending[npending++], sizeof pending[0],
+           "warning: %s=\"%.200s\" is not valid (accepted: %s); using the default, %s", o->name, value, o->accepted,
+           show_default(o, dflt, sizeof dflt));
 }
 
 void memsave__options_read(void) {
-  struct memsave_options *o = &memsave__opts;
-  const char *v;
   npending = 0;
-  o->enable = 1;
-  o->ops_mask = DEFAULT_OPS;
-  o->verbose = 0;
-  o->hooks[0] = o->report[0] = '\0';
-  o->trace = 0;
-  o->timeline[0] = '\0';
-
-  /* Verbose first, so that the other options can log at the right level. */
-  if ((v = getenv("MEMSAVE_VERBOSE")) && *v && !parse_int(v, 0, 2, &o->verbose)) {
-    o->verbose = 0;
-    bad(OPT_VERBOSE, v);
-  }
-  if ((v = getenv("MEMSAVE")) && *v && !memsave__parse_bool(v, &o->enable)) {
-    o->enable = 1;
-    bad(OPT_MEMSAVE, v);
-  }
-  if ((v = getenv("MEMSAVE_OPS")) && *v) {
-    int ok;
-    unsigned mask = memsave__parse_ops(v, &ok);
-    if (ok) o->ops_mask = mask;
-    else bad(OPT_OPS, v);
-  }
-  if ((v = getenv("MEMSAVE_HOOKS")) && *v) copy_string(o->hooks, sizeof o->hooks, "MEMSAVE_HOOKS", v);
-  if ((v = getenv("MEMSAVE_REPORT")) && *v) copy_string(o->report, sizeof o->report, "MEMSAVE_REPORT", v);
-  if ((v = getenv("MEMSAVE_TRACE")) && *v && !parse_int(v, 0, 1000, &o->trace)) {
-    o->trace = 0;
-    bad(OPT_TRACE, v);
-  }
-  if ((v = getenv("MEMSAVE_TIMELINE")) && *v) {
-    copy_string(o->timeline, sizeof o->timeline, "MEMSAVE_TIMELINE", v);
-    if (o->timeline[0] && !writable_dir_of(o->timeline)) {
-      o->timeline[0] = '\0';
-      bad(OPT_TIMELINE, v);
-    }
-  }
-}
-
-static void ops_string(unsigned mask, char *buf, size_t cap) {
-  size_t n = 0;
-  buf[0] = '\0';
-  for (int i = 0; i < MEMSAVE_FAMILY_COUNT; i++) {
-    if (!(mask & (1u << i))) continue;
-    int w = snprintf(buf + n, cap - n, "%s%s", n ? "," : "", family_names[i]);
-    if (w < 0 || (size_t)w >= cap - n) break;
-    n += (size_t)w;
-  }
-  if (n == 0) snprintf(buf, cap, "none");
-}
-
-void memsave__options_list(void) {
-  const struct memsave_options *o = &memsave__opts;
-  char value[4200];
-  for (size_t i = 0; i < sizeof option_table / sizeof option_table[0]; i++) {
-    switch (i) {
-      case OPT_MEMSAVE: snprintf(value, sizeof value, "%d", o->enable); break;
-      case OPT_OPS: ops_string(o->ops_mask, value, sizeof value); break;
-      case OPT_VERBOSE: snprintf(value, sizeof value, "%d", o->verbose); break;
-      case OPT_HOOKS: snprintf(value, sizeof value, "%.4000s", o->hooks[0] ? o->hooks : "(next to libmemsave.so)"); break;
-      case OPT_REPORT: snprintf(value, sizeof value, "%.4000s", o->report[0] ? o->report : "(none)"); break;
-      case OPT_TRACE: snprintf(value, sizeof value, "%d", o->trace); break;
-      default: snprintf(value, sizeof value, "%.4000s", o->timeline[0] ? o->timeline : "(none)"); break;
-    }
-    memsave__log(MEMSAVE_LOG_INFO, "option %s=%s  (%s)", option_table[i].name, value, option_table[i].doc);
+  for (size_t i = 0; i < NOPTIONS; i++) {
+    const struct option *o = &table[i];
+    void *field = (char *)&memsave__shared.opts + o->offset;
+    const char *v = getenv(o->name);
+    set_default(o, field);
+    if (v && *v && !parse(o, v, field)) bad_value(o, v);
   }
 }
 
@@ -222,6 +136,19 @@ void memsave__options_flush(void) {
   static int listed;
   for (int i = 0; i < npending; i++) memsave__log(MEMSAVE_LOG_WARN, "%s", pending[i]);
   npending = 0;
-  if (!listed) memsave__options_list();
+  if (listed) return;
   listed = 1;
+  char value[4200];
+  for (size_t i = 0; i < NOPTIONS; i++)
+    memsave__log(MEMSAVE_LOG_INFO, "option %s=%s  (%s)", table[i].name,
+                 show(&table[i], (const char *)&memsave__shared.opts + table[i].offset, value, sizeof value),
+                 table[i].doc);
+}
+
+void memsave__options_markdown(FILE *f) {
+  char dflt[64];
+  fprintf(f, "| variable | default | accepted | meaning |\n|---|---|---|---|\n");
+  for (size_t i = 0; i < NOPTIONS; i++)
+    fprintf(f, "| `%s` | %s | %s | %s |\n", table[i].name, show_default(&table[i], dflt, sizeof dflt),
+            table[i].accepted, table[i].doc);
 }

@@ -48,13 +48,35 @@ static int wrapped_main(int argc, char **argv, char **envp) {
   return host_main(argc, argv, envp);
 }
 
+/* The real __libc_start_main: the next definition (libc's), else libc's own by handle.
+ * Note [No next __libc_start_main]: if dlsym(RTLD_NEXT) cannot find it (a loader or libc
+ * that does not answer for it), asking libc.so.6 by handle still finds the one the program
+ * would have called; libmemsave then starts the host with its own main, not ours, and stays
+ * inactive: nothing of ours runs before or around main. Only when libc itself has none is
+ * there nothing to start the program with: we say so and end it (status 127, like a
+ * program whose loader failed). */
+static start_main_fn real_start_main(int *next) {
+  start_main_fn real = (start_main_fn)dlsym(RTLD_NEXT, "__libc_start_main");
+  *next = real != NULL;
+  void *libc = real ? NULL : memsave__real_dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+  if (libc) real = (start_main_fn)dlsym(libc, "__libc_start_main");
+  return real;
+}
+
 __attribute__((visibility("default"))) int __libc_start_main(main_fn main, int argc, char **argv, void (*init)(void),
                                                              void (*fini)(void), void (*rtld_fini)(void),
                                                              void *stack_end) {
-  start_main_fn real = (start_main_fn)dlsym(RTLD_NEXT, "__libc_start_main");
+  int next;
+  start_main_fn real = real_start_main(&next);
   if (!real) {
-    memsave__log(MEMSAVE_LOG_WARN, "warning: __libc_start_main not found; libmemsave stays inactive");
+    memsave__log(MEMSAVE_LOG_WARN, "warning: __libc_start_main was not found (dlsym(RTLD_NEXT) and libc.so.6); "
+                                   "the program cannot be started with libmemsave preloaded: exit status 127");
     _exit(127);
+  }
+  if (!next) {
+    memsave__log(MEMSAVE_LOG_WARN, "warning: dlsym(RTLD_NEXT, \"__libc_start_main\") failed; libc's was used and "
+                                   "libmemsave stays inactive");
+    return real(main, argc, argv, init, fini, rtld_fini, stack_end);
   }
   host_main = main;
   return real(wrapped_main, argc, argv, init, fini, rtld_fini, stack_end);
@@ -63,5 +85,4 @@ __attribute__((visibility("default"))) int __libc_start_main(main_fn main, int a
 __attribute__((constructor)) static void memsave_constructor(void) {
   memsave__options_read();
   memsave__report_install();
-  if (memsave__opts.timeline[0]) atexit(memsave__timeline_write);
 }

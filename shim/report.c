@@ -3,6 +3,7 @@
  * or, for a PATH ending in .json, as one JSON object. Shaped like mimalloc's statistics: a
  * header row, fixed-width columns, one human-unit formatter, a verdict per family and a
  * closing process line. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +12,6 @@
 
 #include "internal.h"
 
-static int written;
 
 /* Expands %p to the pid; returns 0 if the result does not fit. */
 static int expand_path(const char *pattern, char *out, size_t cap) {
@@ -30,29 +30,17 @@ static int expand_path(const char *pattern, char *out, size_t cap) {
   return 1;
 }
 
-static const char *family_state(int f) {
-  unsigned bit = 1u << f;
-  if (!(memsave__opts.ops_mask & bit)) return "off";
-  return (memsave__shared.families_built & bit) ? "on" : "unavailable";
-}
-
-/* One word on each family, for the text report. */
-static const char *family_verdict(int f, const struct memsave_stats *st) {
-  const char *state = family_state(f);
-  if (strcmp(state, "on") != 0) return strcmp(state, "off") == 0 ? "stock (off)" : "stock (not in this build)";
-  if (!memsave_is_active()) return "stock (MEMSAVE=0)";
-  if (st->fallbacks[f]) return "see fallbacks";
-  return st->substituted[f] ? "ok" : "not used";
-}
-
-static void json_string(FILE *f, const char *s) {
-  fputc('"', f);
-  for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-    if (*c == '"' || *c == '\\') fprintf(f, "\\%c", *c);
-    else if (*c < 0x20) fprintf(f, "\\u%04x", *c);
-    else fputc(*c, f);
+/* "on", "off" or "unavailable" for each family (memsave__family_verdict): off when not asked
+ * in MEMSAVE_OPS; unavailable when the hooks were not loaded, lack it, or (active) did not
+ * register it. With MEMSAVE=0 nothing is registered and an asked family stays "on": its
+ * verdict says why stock ran. */
+static void family_states(const char *states[MEMSAVE_FAMILY_COUNT], int torch_state) {
+  const struct memsave_shared *s = &memsave__shared;
+  const unsigned missing = s->families_unavailable | (memsave_is_active() ? ~s->families_registered : 0u);
+  for (int f = 0; f < MEMSAVE_FAMILY_COUNT; f++) {
+    unsigned bit = 1u << f;
+    states[f] = !(s->opts.ops_mask & bit) ? "off" : torch_state != 1 || (missing & bit) ? "unavailable" : "on";
   }
-  fputc('"', f);
 }
 
 static int by_bytes(const void *a, const void *b) {
@@ -60,12 +48,12 @@ static int by_bytes(const void *a, const void *b) {
   return x->bytes < y->bytes ? 1 : x->bytes > y->bytes ? -1 : strcmp(x->symbol, y->symbol);
 }
 
-/* The top memsave__opts.trace call sites by bytes, biggest first; returns how many. */
+/* The top opts.trace call sites by bytes, biggest first; returns how many. */
 static int top_sites(const struct memsave_trace *t, const struct memsave_site **out) {
   int n = t->nsites < MEMSAVE_MAX_SITES ? t->nsites : MEMSAVE_MAX_SITES;
   for (int i = 0; i < n; i++) out[i] = &t->sites[i];
   qsort(out, (size_t)n, sizeof *out, by_bytes);
-  return n < memsave__opts.trace ? n : memsave__opts.trace;
+  return n < memsave__shared.opts.trace ? n : memsave__shared.opts.trace;
 }
 
 static const char *cuda_state_name(int state) {
@@ -76,39 +64,40 @@ static const char *cuda_state_name(int state) {
 static void write_json_trace(FILE *f, const struct memsave_trace *t) {
   const struct memsave_site *top[MEMSAVE_MAX_SITES];
   int n = top_sites(t, top);
-  fprintf(f, ",\"trace\":{\"top\":%d,\"attribution\":\"%s\",\"nodes\":%llu,\"frames\":%llu,\"ns\":%llu,", memsave__opts.trace,
+  fprintf(f, ",\"trace\":{\"top\":%d,\"attribution\":\"%s\",\"nodes\":%llu,\"frames\":%llu,\"ns\":%llu,", memsave__shared.opts.trace,
           t->operator_names ? "operator" : "call_site", (unsigned long long)t->nodes, (unsigned long long)t->frames,
           (unsigned long long)t->ns);
   fprintf(f, "\"unattributed_bytes\":%llu,\"unattributed_nodes\":%llu,\"sites_total\":%d,\"sites\":[",
           (unsigned long long)t->unattributed_bytes, (unsigned long long)t->unattributed_nodes, t->nsites);
   for (int i = 0; i < n; i++) {
     fprintf(f, "%s{\"symbol\":", i ? "," : "");
-    json_string(f, top[i]->symbol);
+    memsave__json_string(f, top[i]->symbol);
     fprintf(f, ",\"module\":");
-    json_string(f, top[i]->module);
+    memsave__json_string(f, top[i]->module);
     fprintf(f, ",\"module_offset\":%llu,\"bytes\":%llu,\"nodes\":%llu}", (unsigned long long)top[i]->module_offset,
             (unsigned long long)top[i]->bytes, (unsigned long long)top[i]->nodes);
   }
   fprintf(f, "]}");
 }
 
-static void write_json(FILE *f, const struct memsave_stats *st) {
+static void write_json(FILE *f, const struct memsave_stats *st, int torch_state) {
   const struct memsave_shared *s = &memsave__shared;
+  const char *states[MEMSAVE_FAMILY_COUNT];
+  family_states(states, torch_state);
   fprintf(f, "{\"memsave_version\":\"%s\",\"pid\":%ld,\"torch_loaded\":%s,\"torch_version\":\"%s\",",
-          memsave_version(), (long)getpid(), memsave__torch_state() == 1 ? "true" : "false", s->torch_version);
-  fprintf(f, "\"active\":%s,\"enabled\":%s,\"families\":{", memsave_is_active() ? "true" : "false",
+          memsave_version(), (long)getpid(), torch_state == 1 ? "true" : "false", s->torch_version);
+  fprintf(f, "\"active\":%s,\"enabled\":%s,", memsave_is_active() ? "true" : "false",
           memsave_enabled() ? "true" : "false");
-  for (int i = 0; i < MEMSAVE_FAMILY_COUNT; i++)
-    fprintf(f, "%s\"%s\":{\"state\":\"%s\",\"substituted\":%llu,\"passthrough\":%llu,\"fallbacks\":%llu}",
-            i ? "," : "", memsave_family_name(i), family_state(i), (unsigned long long)st->substituted[i],
-            (unsigned long long)st->passthrough[i], (unsigned long long)st->fallbacks[i]);
-  fprintf(f, "},\"bytes_kept\":%llu,\"bytes_stock\":%llu,\"cpu_current_bytes\":%llu,\"cpu_peak_bytes\":%llu,",
-          (unsigned long long)st->bytes_kept, (unsigned long long)st->bytes_stock,
-          (unsigned long long)st->cpu_current_bytes, (unsigned long long)st->cpu_peak_total_bytes);
+  memsave__json_counts(f, states, st);
+  /* The peaks by the names and meanings of struct memsave_stats: cpu_peak_bytes since the
+   * last memsave_reset_peak, cpu_peak_total_bytes the whole run's. */
+  fprintf(f, ",\"cpu_current_bytes\":%llu,\"cpu_peak_bytes\":%llu,\"cpu_peak_total_bytes\":%llu,",
+          (unsigned long long)st->cpu_current_bytes, (unsigned long long)st->cpu_peak_bytes,
+          (unsigned long long)st->cpu_peak_total_bytes);
   fprintf(f, "\"cuda\":{\"state\":\"%s\"", cuda_state_name(s->cuda_state));
   if (s->cuda_state == MEMSAVE_CUDA_UNAVAILABLE && s->cuda_reason) {
     fprintf(f, ",\"reason\":");
-    json_string(f, s->cuda_reason);
+    memsave__json_string(f, s->cuda_reason);
   }
   fprintf(f, ",\"peak_allocated_bytes\":[");
   for (int d = 0; s->cuda_state == MEMSAVE_CUDA_PRESENT && d < s->cuda_devices; d++)
@@ -117,7 +106,7 @@ static void write_json(FILE *f, const struct memsave_stats *st) {
   for (int i = 0; i < memsave__nreasons; i++) {
     const struct memsave_reason *r = &memsave__reasons[i];
     fprintf(f, "%s{\"family\":\"%s\",\"reason\":", i ? "," : "", memsave_family_name(r->family));
-    json_string(f, r->text);
+    memsave__json_string(f, r->text);
     fprintf(f, ",\"count\":%llu}", (unsigned long long)r->count);
   }
   fprintf(f, "]");
@@ -152,25 +141,20 @@ static void write_text_trace(FILE *f, const struct memsave_trace *t) {
     fprintf(f, "memsave:   file and line of a site: addr2line -i -f -C -e <module path> 0x<offset>\n");
 }
 
-static void write_text(FILE *f, const struct memsave_stats *st) {
+static void write_text(FILE *f, const struct memsave_stats *st, int torch_state) {
   const struct memsave_shared *s = &memsave__shared;
-  char a[32], b[32], c[32];
+  const char *states[MEMSAVE_FAMILY_COUNT];
+  char a[32], b[32], line[256];
   fprintf(f, "memsave: report (libmemsave %s, pid %ld)\n", memsave_version(), (long)getpid());
-  if (memsave__torch_state() != 1) {
+  if (torch_state != 1) {
     fprintf(f, "memsave:   LibTorch was found but the hooks were refused (see the warning above)\n");
     return;
   }
   fprintf(f, "memsave:   LibTorch %s, hooks %s\n", s->torch_version,
           memsave_is_active() ? "active" : "not registered (MEMSAVE=0)");
-  fprintf(f, "memsave:   %-10s %-12s %12s %12s %12s  %s\n", "family", "state", "substituted", "passthrough",
-          "fallbacks", "verdict");
-  for (int i = 0; i < MEMSAVE_FAMILY_COUNT; i++)
-    fprintf(f, "memsave:   %-10s %-12s %12llu %12llu %12llu  %s\n", memsave_family_name(i), family_state(i),
-            (unsigned long long)st->substituted[i], (unsigned long long)st->passthrough[i],
-            (unsigned long long)st->fallbacks[i], family_verdict(i, st));
-  fprintf(f, "memsave:   kept for backward: %s (stock would keep %s, not kept %s)\n",
-          memsave__human(st->bytes_kept, a, sizeof a), memsave__human(st->bytes_stock, b, sizeof b),
-          memsave__human(st->bytes_stock - st->bytes_kept, c, sizeof c));
+  family_states(states, torch_state);
+  memsave__family_rows(f, "memsave:   ", states, memsave_is_active(), st);
+  fprintf(f, "memsave:   kept for backward: %s\n", memsave__kept_line(st, line, sizeof line));
   fprintf(f, "memsave:   CPU tensor bytes: peak %s, at exit %s\n", memsave__human(st->cpu_peak_total_bytes, a, sizeof a),
           memsave__human(st->cpu_current_bytes, b, sizeof b));
   if (s->cuda_state == MEMSAVE_CUDA_PRESENT) {
@@ -194,62 +178,88 @@ static void write_text(FILE *f, const struct memsave_stats *st) {
           ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
 }
 
-void memsave__report_write(void) {
-  /* A process that never loaded LibTorch writes nothing: children of the host inherit
-   * MEMSAVE_REPORT and must not overwrite the host's report. */
-  if (written || !memsave__opts.report[0] || memsave__torch_state() == 0) return;
-  written = 1;
+/* Says once that an output is lost and why; returns -1. */
+static int lost(const char *what, const char *path, int err) {
+  memsave__log(MEMSAVE_LOG_WARN, "warning: could not write the %s to %s; the %s is lost: %s", what, path, what,
+               strerror(err));
+  return -1;
+}
+
+/* Opens the file for `spec` (%p = pid) into path; NULL after saying why. */
+static FILE *open_output(const char *what, const char *spec, char *path, size_t cap) {
+  if (!expand_path(spec, path, cap)) {
+    lost(what, spec, ENAMETOOLONG);
+    return NULL;
+  }
+  FILE *f = fopen(path, "w");
+  if (!f) lost(what, path, errno);
+  return f;
+}
+
+/* Closes f; a write that failed on the way (a full disk, /dev/full) or at the close loses
+ * the output: said once, never fatal. */
+static int close_output(const char *what, const char *path, FILE *f) {
+  int failed = ferror(f), err = errno;
+  if (fclose(f) != 0 && !failed) {
+    failed = 1;
+    err = errno;
+  }
+  return failed ? lost(what, path, err ? err : EIO) : 0;
+}
+
+int memsave__report_write_to(const char *spec, int torch_state) {
   struct memsave_trace *trace = memsave__shared.trace_table;
   if (trace && trace->finish) trace->finish();
   struct memsave_stats st;
   memsave_get_stats(&st, sizeof st);
-  const char *spec = memsave__opts.report;
   if (strcmp(spec, "stderr") == 0) {
-    write_text(stderr, &st);
+    write_text(stderr, &st, torch_state);
     fflush(stderr);
-    return;
+    return 0;
   }
   char path[4200];
-  if (!expand_path(spec, path, sizeof path)) {
-    memsave__log(MEMSAVE_LOG_WARN, "warning: MEMSAVE_REPORT path is too long; no report written");
-    return;
-  }
-  FILE *f = fopen(path, "w");
-  if (!f) {
-    memsave__log(MEMSAVE_LOG_WARN, "warning: cannot write the report to %s", path);
-    return;
-  }
+  FILE *f = open_output("report", spec, path, sizeof path);
+  if (!f) return -1;
+  errno = 0;
   size_t len = strlen(path);
-  if (len > 5 && strcmp(path + len - 5, ".json") == 0) write_json(f, &st);
-  else write_text(f, &st);
-  fclose(f);
+  if (len > 5 && strcmp(path + len - 5, ".json") == 0) write_json(f, &st, torch_state);
+  else write_text(f, &st, torch_state);
+  return close_output("report", path, f);
 }
 
-/* Registered from the constructor, before LibTorch's own exit handlers exist, so it runs
- * after them: the counters live in the shim and stay readable. Python hosts reach it too:
+/* A process that never loaded LibTorch writes nothing: children of the host inherit
+ * MEMSAVE_REPORT and must not overwrite the host's report. */
+static void report_at_exit(void) {
+  static int written;
+  int state = memsave__torch_state();
+  if (written || state == 0) return;
+  written = 1;
+  memsave__report_write_to(memsave__shared.opts.report, state);
+}
+
+static void timeline_at_exit(void) {
+  static int written;
+  if (written || !memsave__shared.timeline_table) return;
+  written = 1;
+  memsave__timeline_write_to(memsave__shared.opts.timeline, memsave__shared.timeline_table);
+}
+
+/* Registered from the constructor, before LibTorch's own exit handlers exist, so they run
+ * after them: the counters live in the shim and stay readable. Python hosts reach them too:
  * the interpreter finalises and then calls exit(), also for sys.exit(). A host that leaves
- * through _exit (os._exit, a killed process) writes no report. */
+ * through _exit (os._exit, a killed process) writes no report. The timeline is written by
+ * processes that loaded LibTorch (the hooks set its table). */
 void memsave__report_install(void) {
-  if (memsave__opts.report[0]) atexit(memsave__report_write);
+  if (memsave__shared.opts.report[0]) atexit(report_at_exit);
+  if (memsave__shared.opts.timeline[0]) atexit(timeline_at_exit);
 }
 
-/* MEMSAVE_TIMELINE: the hooks' samples as CSV, one line per sample. Installed from the
- * constructor like the report; a process that never loaded LibTorch writes nothing. */
-void memsave__timeline_write(void) {
-  static int done;
-  struct memsave_timeline *t = memsave__shared.timeline_table;
-  if (done || !t) return;
-  done = 1;
+/* MEMSAVE_TIMELINE: the hooks' samples as CSV, one line per sample. */
+int memsave__timeline_write_to(const char *spec, struct memsave_timeline *t) {
   char path[4200];
-  if (!expand_path(memsave__opts.timeline, path, sizeof path)) {
-    memsave__log(MEMSAVE_LOG_WARN, "warning: MEMSAVE_TIMELINE path is too long; no timeline written");
-    return;
-  }
-  FILE *f = fopen(path, "w");
-  if (!f) {
-    memsave__log(MEMSAVE_LOG_WARN, "warning: cannot write the timeline to %s", path);
-    return;
-  }
+  FILE *f = open_output("timeline", spec, path, sizeof path);
+  if (!f) return -1;
+  errno = 0;
   /* Threads may still allocate: they wait on the hooks' lock while the file is written
    * (stdio does not allocate tensors, so this cannot wait on itself). */
   while (__atomic_exchange_n(&t->lock, 1, __ATOMIC_ACQUIRE)) {
@@ -268,5 +278,5 @@ void memsave__timeline_write(void) {
             (long long)s->max_bytes);
   }
   __atomic_store_n(&t->lock, 0, __ATOMIC_RELEASE);
-  fclose(f);
+  return close_output("timeline", path, f);
 }

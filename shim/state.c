@@ -23,7 +23,7 @@ static pthread_mutex_t reasons_lock = PTHREAD_MUTEX_INITIALIZER;
  * "memsave:" prefix, and a thread-local guard so a log call can never re-enter itself. */
 void memsave__log(int level, const char *fmt, ...) {
   static __thread int inside;
-  if (level > memsave__opts.verbose && level != MEMSAVE_LOG_WARN) return;
+  if (level > memsave__shared.opts.verbose && level != MEMSAVE_LOG_WARN) return;
   if (inside) return;
   inside = 1;
   char buf[1024];
@@ -59,12 +59,6 @@ void memsave__note_fallback(int family, const char *reason) {
   if (first) memsave__log(MEMSAVE_LOG_INFO, "%s: falling back to stock: %s", memsave_family_name(family), reason);
 }
 
-const char *memsave_version(void) {
-#define STR2(x) #x
-#define STR(x) STR2(x)
-  return STR(MEMSAVE_VERSION_MAJOR) "." STR(MEMSAVE_VERSION_MINOR) "." STR(MEMSAVE_VERSION_PATCH);
-}
-
 int memsave_is_active(void) { return __atomic_load_n(&memsave__shared.active, __ATOMIC_ACQUIRE); }
 
 int memsave_enabled(void) { return __atomic_load_n(&memsave__shared.enabled, __ATOMIC_RELAXED); }
@@ -87,8 +81,12 @@ int memsave_get_stats(struct memsave_stats *out, size_t size) {
     st.fallbacks[i] = __atomic_load_n(&s->fallbacks[i], __ATOMIC_RELAXED);
     st.passthrough[i] = __atomic_load_n(&s->passthrough[i], __ATOMIC_RELAXED);
   }
-  st.bytes_kept = __atomic_load_n(&s->bytes_kept, __ATOMIC_RELAXED);
-  st.bytes_stock = __atomic_load_n(&s->bytes_stock, __ATOMIC_RELAXED);
+  st.activation_bytes_kept = __atomic_load_n(&s->kept.activations, __ATOMIC_RELAXED);
+  st.parameter_bytes_kept = __atomic_load_n(&s->kept.parameters, __ATOMIC_RELAXED);
+  st.activation_bytes_stock = __atomic_load_n(&s->stock.activations, __ATOMIC_RELAXED);
+  st.parameter_bytes_stock = __atomic_load_n(&s->stock.parameters, __ATOMIC_RELAXED);
+  st.bytes_kept = st.activation_bytes_kept + st.parameter_bytes_kept;
+  st.bytes_stock = st.activation_bytes_stock + st.parameter_bytes_stock;
   int64_t cur = __atomic_load_n(&s->cpu_current_bytes, __ATOMIC_RELAXED);
   int64_t peak = __atomic_load_n(&s->cpu_peak_bytes, __ATOMIC_RELAXED);
   st.cpu_current_bytes = cur > 0 ? (uint64_t)cur : 0;

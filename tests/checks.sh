@@ -1,6 +1,13 @@
 # SPDX-License-Identifier: MIT
-# checks.sh: the assertions the shell tests share (sourced). Each check prints one line;
-# a failure shows what was expected and what came, and is counted in $failures.
+# checks.sh: what the shell tests share (sourced): a scratch directory $tmp removed at exit,
+# an environment without MEMSAVE_* variables or LD_PRELOAD, and the assertions. Each check
+# prints one line; a failure shows what was expected and what came, and is counted in
+# $failures.
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+for v in $(compgen -e); do case $v in MEMSAVE*) unset "$v" ;; esac; done
+unset LD_PRELOAD
+export OMP_NUM_THREADS=1
 failures=0
 pass() { printf 'ok   %s\n' "$1"; }
 fail() { printf 'FAIL %s\n' "$1"; shift; printf '     %s\n' "$@"; failures=$((failures + 1)); }

@@ -9,8 +9,6 @@
 set -u
 memsave=$1 lib=$2 host=$3 trace_host=$4 footprint=$5 demo=$6 src=$7 fake_cuda=$8
 py=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 . "$(dirname "$0")/checks.sh"
 # check NAME PYTHON-EXPR FILE: the expression, over d = the JSON object in FILE, is true.
 check() {
@@ -18,8 +16,6 @@ check() {
   if out=$("$py" -c "import json, sys; d = json.load(open(sys.argv[1])); assert $2, d" "$3" 2>&1); then pass "$1"
   else fail "$1" "assertion: $2" "$(tail -c 600 <<<"$out")"; fi
 }
-unset MEMSAVE MEMSAVE_OPS MEMSAVE_VERBOSE MEMSAVE_HOOKS MEMSAVE_REPORT MEMSAVE_TRACE LD_PRELOAD
-export OMP_NUM_THREADS=1
 
 # --- Options, good and bad -------------------------------------------------------------
 out=$("$memsave" --help); rc=$?
@@ -104,20 +100,52 @@ out=$("$memsave" ab -- /bin/true 2>&1); rc=$?
 expect_eq "CMD without LibTorch: exit 1" "$rc" "1"
 expect_has "CMD without LibTorch: said plainly" "$out" "/bin/true never loaded LibTorch"
 
+# memsave ab reading reports written by a stand-in CMD (issue 11): a shell script that writes
+# the report libmemsave would, with figures chosen to catch the defects: B keeps 5 bytes of
+# activations against stock's 4 (a 1-element dropout: the saving is negative), linear only
+# passed through (stock minimal), and each run's peak since its last reset (cpu_peak_bytes)
+# is not the whole run's (cpu_peak_total_bytes, what ab compares).
+cat >"$tmp/fake-report.sh" <<'SCRIPT'
+#!/bin/sh
+f=$(printf '%s' "$MEMSAVE_REPORT" | sed "s/%p/$$/")
+if [ "$MEMSAVE" = 1 ]; then a=true k=5 total=800; else a=false k=4 total=1000; fi
+fam() { printf '"%s":{"state":"%s","substituted":%s,"passthrough":%s,"fallbacks":0}' "$@"; }
+cat >"$f" <<JSON
+{"memsave_version":"0.1.0","pid":$$,"torch_loaded":true,"torch_version":"9.9.9","active":$a,"enabled":$a,
+"families":{$(fam conv on 0 0),$(fam linear on 0 2),$(fam batchnorm on 0 0),$(fam relu on 0 0),$(fam pool on 0 0),$(fam dropout on 1 0)},
+"bytes_kept":$((k + 40)),"bytes_stock":44,"activation_bytes_kept":$k,"activation_bytes_stock":4,
+"parameter_bytes_kept":40,"parameter_bytes_stock":40,"cpu_current_bytes":0,"cpu_peak_bytes":7,"cpu_peak_total_bytes":$total,
+"cuda":{"state":"absent","peak_allocated_bytes":[]},"fallback_reasons":[],"process":{"rss_peak_bytes":1,"user_s":0,"system_s":0}}
+JSON
+echo same output
+SCRIPT
+chmod +x "$tmp/fake-report.sh"
+out=$("$memsave" ab -- "$tmp/fake-report.sh"); rc=$?
+expect_eq "ab, stand-in reports: exit 0" "$rc" "0"
+expect_has "ab: a negative saving does not wrap" "$out" "activations 5 B (stock would keep 4 B, 1 B more)"
+expect_eq "ab: no wrapped figure" "$(grep -c 'TiB' <<<"$out")" "0"
+expect_has "ab: parameters apart" "$out" "; parameters referenced 40 B$"
+expect_has "ab: the whole run's peak (cpu_peak_total_bytes)" "$out" "^peak CPU tensor bytes  *1000 B  *800 B  *0.800$"
+expect_has "ab: passthrough only is stock minimal" "$out" "^linear  *on  *0  *2  *0  stock minimal$"
+expect_has "ab: verdicts" "$out" "^dropout  *on  *1  *0  *0  ok$"
+"$memsave" ab --json -- "$tmp/fake-report.sh" >"$tmp/fake-ab.json"
+check "ab --json: activations and parameters apart" "(d['activation_bytes_kept'], d['activation_bytes_stock'], d['parameter_bytes_kept'], d['parameter_bytes_stock'], d['bytes_kept'], d['bytes_stock']) == (5, 4, 40, 40, 45, 44)" "$tmp/fake-ab.json"
+check "ab --json: the whole run's peak, by its name" "d['a']['median']['cpu_peak_total_bytes'] == 1000 and d['b']['runs'][0]['cpu_peak_total_bytes'] == 800" "$tmp/fake-ab.json"
+
 # --json, parsed back; and the agreement of the report's peaks with the arithmetic of
 # footprint_host (see its comment): A = (N + 3) act + W, B = 4 act + W, within 3 %.
 n=16 b=4 c=16 s=64
 "$memsave" ab -n 2 --json -- "$footprint" $n $b $c $s >"$tmp/ab.json"; rc=$?
 expect_eq "--json: exit 0" "$rc" "0"
 check "--json: two runs per side, labelled" "[r['label'] for r in d['a']['runs'] + d['b']['runs']] == ['A1', 'A2', 'B1', 'B2']" "$tmp/ab.json"
-check "--json: median and ratio agree" "abs(d['ratio']['cpu_peak_bytes'] - d['b']['median']['cpu_peak_bytes'] / d['a']['median']['cpu_peak_bytes']) < 1e-3" "$tmp/ab.json"
+check "--json: median and ratio agree" "abs(d['ratio']['cpu_peak_total_bytes'] - d['b']['median']['cpu_peak_total_bytes'] / d['a']['median']['cpu_peak_total_bytes']) < 1e-3" "$tmp/ab.json"
 check "--json: conv nodes of B1" "d['families']['conv'] == {'state': 'on', 'substituted': $n, 'passthrough': 0, 'fallbacks': 0}" "$tmp/ab.json"
 check "--json: bytes of B1" "d['bytes_stock'] - d['bytes_kept'] == $n * $b * $c * $s * $s * 4" "$tmp/ab.json"
 check "--json: RSS and wall time measured" "all(r['rss_peak_bytes'] > 0 and r['wall_s'] > 0 for r in d['a']['runs'] + d['b']['runs'])" "$tmp/ab.json"
 check "--json: output not checked" "d['output'] == 'not_checked' and d['command'][-4:] == ['$n', '$b', '$c', '$s']" "$tmp/ab.json"
 act=$((b * c * s * s * 4)) w=$((n * c * c * 4))
-check "agreement: A's peak is (N + 3) act + W within 3 %" "abs(d['a']['median']['cpu_peak_bytes'] / ($((n + 3)) * $act + $w) - 1) < 0.03" "$tmp/ab.json"
-check "agreement: B's peak is 4 act + W within 3 %" "abs(d['b']['median']['cpu_peak_bytes'] / (4 * $act + $w) - 1) < 0.03" "$tmp/ab.json"
+check "agreement: A's peak is (N + 3) act + W within 3 %" "abs(d['a']['median']['cpu_peak_total_bytes'] / ($((n + 3)) * $act + $w) - 1) < 0.03" "$tmp/ab.json"
+check "agreement: B's peak is 4 act + W within 3 %" "abs(d['b']['median']['cpu_peak_total_bytes'] / (4 * $act + $w) - 1) < 0.03" "$tmp/ab.json"
 
 # --- The report at exit, against memsave_get_stats ---------------------------------------
 # The hosts print their own statistics just before they leave; nothing is substituted or
@@ -127,6 +155,8 @@ stats_check() {  # NAME STATS-LINE REPORT.json
 d['families']['conv']['passthrough'] == S['conv_passthrough'] and d['families']['conv']['fallbacks'] == S['conv_fallbacks'] and \
 d['bytes_kept'] == S['bytes_kept'] and d['bytes_stock'] == S['bytes_stock'] and d['cpu_peak_bytes'] == S['cpu_peak_bytes'] and \
 S['conv_substituted'] > 0 and d['torch_version'] != '' and d['families']['conv']['state'] == 'on' and \
+d['activation_bytes_kept'] + d['parameter_bytes_kept'] == d['bytes_kept'] and \
+d['activation_bytes_stock'] + d['parameter_bytes_stock'] == d['bytes_stock'] and \
 d['cuda']['state'] in ('absent', 'unused', 'present', 'unavailable')"
   check "$1" "(lambda S: $expr)({k: int(v) for k, v in (f.split('=') for f in '''$2'''.split()[1:])})" "$3"
 }

@@ -1,15 +1,12 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
-# test_preload.sh LIBMEMSAVE PRELOAD_HOST SRCDIR [FAKE_TORCH]: every preload path in its
-# own process: a LibTorch C++ host, Python's late dlopen, processes that never load
-# LibTorch, a LibTorch the hooks were not built for, bad environment values, the report.
+# test_preload.sh LIBMEMSAVE PRELOAD_HOST SRCDIR [FAKE_TORCH [START_MAIN_HOST]]: every
+# preload path in its own process: a LibTorch C++ host, Python's late dlopen, processes that
+# never load LibTorch, a LibTorch the hooks were not built for, bad environment values, the
+# report, a __libc_start_main that cannot be found.
 set -u
-lib=$1 host=$2 src=$3 fake=${4:-}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+lib=$1 host=$2 src=$3 fake=${4:-} start_main_host=${5:-}
 . "$(dirname "$0")/checks.sh"
-unset MEMSAVE MEMSAVE_OPS MEMSAVE_VERBOSE MEMSAVE_HOOKS MEMSAVE_REPORT MEMSAVE_TRACE
-export OMP_NUM_THREADS=1
 
 # Processes that never load LibTorch: no output, nothing extra mapped, even with bad values.
 out=$(LD_PRELOAD=$lib /bin/true 2>&1); rc=$?
@@ -54,12 +51,31 @@ expect_has "JSON report counts the conv" "$report" '"conv":{"state":"on","substi
 out=$(MEMSAVE_REPORT=stderr LD_PRELOAD=$lib "$host" 2>&1 >/dev/null)
 expect_has "text report on stderr" "$out" "memsave:   CPU tensor bytes: peak"
 
+# A report that cannot be written (issue 11): /dev/full opens and every write fails. One
+# warning; the host runs to its end and keeps its status.
+out=$(MEMSAVE_REPORT=/dev/full LD_PRELOAD=$lib "$host" 2>&1); rc=$?
+expect_eq "report to /dev/full: host exits 0" "$rc" "0"
+expect_eq "report to /dev/full: one warning" "$(grep -c '^memsave: warning: could not write the report to /dev/full; the report is lost: No space left on device$' <<<"$out")" "1"
+expect_has "report to /dev/full: host ran" "$out" "grad_fn MemsaveConvolutionBackward"
+
 # A LibTorch the hooks were not built for (a stand-in library named libtorch_cpu with
 # another soname, loaded late): one warning, no hooks.
 if [ -n "$fake" ] && [ -x /usr/bin/python3 ]; then
   out=$(LD_PRELOAD=$lib /usr/bin/python3 -c "import ctypes; ctypes.CDLL('$fake'); print('alive')" 2>&1)
   expect_eq "other LibTorch: one warning" "$(grep -c 'memsave: warning: LibTorch .* is not ' <<<"$out")" "1"
   expect_has "other LibTorch: host continues" "$out" "alive"
+fi
+
+# No next __libc_start_main (issue 11): libc's own starts the host's main; we stay
+# inactive and say so once. Without libc's either, the truth: the program cannot start.
+if [ -n "$start_main_host" ]; then
+  out=$("$start_main_host" 3 x 2>&1); rc=$?
+  expect_eq "no next __libc_start_main: main's status" "$rc" "3"
+  expect_has "no next __libc_start_main: main ran with its arguments" "$out" "main ran with 2 argument(s), last 'x'"
+  expect_eq "no next __libc_start_main: one warning" "$(grep -c '^memsave: warning: .*libmemsave stays inactive' <<<"$out")" "1"
+  out=$(START_MAIN_NO_LIBC=1 "$start_main_host" 2>&1); rc=$?
+  expect_eq "no __libc_start_main at all: 127" "$rc" "127"
+  expect_has "no __libc_start_main at all: says the program cannot start" "$out" "the program cannot be started"
 fi
 
 # Python: LibTorch arrives with `import torch`, through dlopen, after start-up.

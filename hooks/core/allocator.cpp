@@ -115,7 +115,7 @@ void install_counting_allocator() {
     shared()->log(0, "warning: the CPU allocator has no raw deleter; tensor bytes are not counted");
     return;
   }
-  if (shared()->timeline) {
+  if (shared()->opts.timeline[0]) {
     g_timeline.stride = 1;
     g_timeline.window_max = INT64_MIN;
     shared()->timeline_table = &g_timeline;

@@ -16,17 +16,18 @@ struct memsave_shared* shared() { return g_shared; }
 void set_shared(struct memsave_shared* s) { g_shared = s; }
 
 bool family_on(memsave_family_t family) {
-  return __atomic_load_n(&g_shared->enabled, __ATOMIC_RELAXED) && (g_shared->ops_mask & (1u << family));
+  return __atomic_load_n(&g_shared->enabled, __ATOMIC_RELAXED) && (g_shared->opts.ops_mask & (1u << family));
 }
 
 void count_substituted(memsave_family_t family, const char* op, Bytes kept, Bytes stock) {
   __atomic_fetch_add(&g_shared->substituted[family], 1, __ATOMIC_RELAXED);
-  __atomic_fetch_add(&g_shared->bytes_kept, kept.activations + kept.parameters, __ATOMIC_RELAXED);
-  __atomic_fetch_add(&g_shared->bytes_stock, stock.activations + stock.parameters, __ATOMIC_RELAXED);
-  if (g_shared->trace_table) {
-    const uint64_t kept_bytes = kept.activations + kept.parameters, stock_bytes = stock.activations + stock.parameters;
-    trace_substituted(op, stock_bytes > kept_bytes ? stock_bytes - kept_bytes : 0);
-  }
+  __atomic_fetch_add(&g_shared->kept.activations, kept.activations, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&g_shared->kept.parameters, kept.parameters, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&g_shared->stock.activations, stock.activations, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&g_shared->stock.parameters, stock.parameters, __ATOMIC_RELAXED);
+  // A call site is ranked by the activations it did not keep (parameters are alive anyway).
+  if (g_shared->trace_table)
+    trace_substituted(op, stock.activations > kept.activations ? stock.activations - kept.activations : 0);
 }
 
 void count_passthrough(memsave_family_t family) {

@@ -26,6 +26,13 @@ void Registrar::impl(const char* name, torch::CppFunction (*make)()) {
 namespace {
 // Filled by the FamilyRegistration objects of the family files at load time.
 void (*g_families[MEMSAVE_FAMILY_SLOTS])(Registrar&);
+
+// The family table's names (shim/memsave.h), for the hooks' own messages.
+const char* const kFamilyNames[] = {
+#define XX(id, name, on, doc) #name,
+    MEMSAVE_FAMILY_MAP(XX)
+#undef XX
+};
 }  // namespace
 
 FamilyRegistration::FamilyRegistration(memsave_family_t family, void (*fn)(Registrar&)) { g_families[family] = fn; }
@@ -38,16 +45,23 @@ extern "C" __attribute__((visibility("default"))) int memsave_hooks_init(struct 
   try {
     set_shared(shared);
     std::snprintf(shared->torch_version, sizeof shared->torch_version, "%s", TORCH_VERSION);
-    shared->families_built = 0;
-    for (int f = 0; f < MEMSAVE_FAMILY_SLOTS; f++)
-      if (g_families[f]) shared->families_built |= 1u << f;
+    const unsigned asked = shared->opts.ops_mask;
+    shared->families_unavailable = 0;
+    for (int f = 0; f < MEMSAVE_FAMILY_COUNT; f++) {
+      if (!(asked & (1u << f)) || g_families[f]) continue;
+      shared->families_unavailable |= 1u << f;
+      shared->log(MEMSAVE_LOG_INFO, "family %s is not available in this build; stock is used for it", kFamilyNames[f]);
+    }
     install_counting_allocator();
     cuda_install_snapshot();
-    if (!shared->register_kernels) return 0;
-    if (shared->trace > 0) trace_init();
+    if (!shared->opts.enable) return 0;
+    if (shared->opts.trace > 0) trace_init();
     static Registrar registrar;  // constructed once; init is called once by the shim
-    for (int f = 0; f < MEMSAVE_FAMILY_SLOTS; f++)
-      if (g_families[f] && (shared->ops_mask & (1u << f))) g_families[f](registrar);
+    for (int f = 0; f < MEMSAVE_FAMILY_COUNT; f++) {
+      if (!g_families[f] || !(asked & (1u << f))) continue;
+      g_families[f](registrar);
+      shared->families_registered |= 1u << f;
+    }
     return 0;
   } catch (const std::exception& e) {
     shared->log(0, "warning: the hooks failed to register: %s", e.what());
