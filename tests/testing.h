@@ -9,6 +9,8 @@
 #include <torch/csrc/autograd/function.h>
 #include <torch/version.h>
 
+#include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -18,9 +20,14 @@
 
 namespace memsave_test {
 
+// How many tensor pairs bitwise_equal compared (at least one side defined): the coverage
+// figure printed after each test and at the end of the program.
+inline std::atomic<long> compared_tensors{0};
+
 // Equal as stored bytes: same defined-ness, dtype, sizes, strides and every byte of the
 // elements. NaN payloads, -0.0 and +-inf are compared as bits.
 inline ::testing::AssertionResult bitwise_equal(const at::Tensor& a, const at::Tensor& b) {
+  if (a.defined() || b.defined()) compared_tensors++;
   if (a.defined() != b.defined())
     return ::testing::AssertionFailure() << "defined " << a.defined() << " vs " << b.defined();
   if (!a.defined()) return ::testing::AssertionSuccess();
@@ -107,5 +114,24 @@ class MkldnnGuard {
  private:
   bool prev_;
 };
+
+// Prints how many tensors each test compared bitwise, and the program's total, so that a
+// change of the tests can show that it kept the equality cases ("[ compared ]" lines).
+class ComparedTensorsPrinter : public ::testing::EmptyTestEventListener {
+ public:
+  void OnTestStart(const ::testing::TestInfo&) override { start_ = compared_tensors.load(); }
+  void OnTestEnd(const ::testing::TestInfo& info) override {
+    const long n = compared_tensors.load() - start_;
+    if (n) std::printf("[ compared ] %s.%s: %ld tensors\n", info.test_suite_name(), info.name(), n);
+  }
+  void OnTestProgramEnd(const ::testing::UnitTest&) override {
+    std::printf("[ compared ] total: %ld tensors\n", compared_tensors.load());
+  }
+
+ private:
+  long start_ = 0;
+};
+inline const bool compared_tensors_printer_added =
+    (::testing::UnitTest::GetInstance()->listeners().Append(new ComparedTensorsPrinter), true);
 
 }  // namespace memsave_test
