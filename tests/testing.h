@@ -151,11 +151,19 @@ inline at::Tensor with_layout(const at::Tensor& dense, Layout layout) {
   return dense;
 }
 
-// A copy with the same strides as `t` (clone keeps only dense layouts).
+// A copy with the same strides as `t` (clone keeps only dense layouts). Broadcast
+// dimensions (stride 0) are copied once and expanded again.
 inline at::Tensor same_layout_copy(const at::Tensor& t) {
   if (!t.defined()) return t;
-  at::NoGradGuard no_grad;
-  return at::empty_strided(t.sizes(), t.strides(), t.options()).copy_(t);
+  at::Tensor one = t;
+  for (int64_t d = 0; d < t.dim(); d++)
+    if (t.stride(d) == 0 && t.size(d) > 1) one = one.narrow(d, 0, 1);
+  at::Tensor copy;
+  {
+    at::NoGradGuard no_grad;
+    copy = at::empty_strided(one.sizes(), one.strides(), one.options()).copy_(one);
+  }
+  return one.sizes() == t.sizes() ? copy : copy.expand(t.sizes());
 }
 
 // requires_grad patterns: every subset of `n` differentiable arguments as a bit mask (bit i:
