@@ -38,6 +38,7 @@ int64_t step_peak(int depth, bool on) {
 }
 
 TEST(Memory, FrozenConvStackStockLinearMemsaveFlat) {
+  MEMSAVE_CPU_ONLY("the peak is the CPU allocator's");
   const int64_t stock2 = step_peak(2, false), stock16 = step_peak(16, false);
   const int64_t ours2 = step_peak(2, true), ours16 = step_peak(16, true);
   std::printf("activation %lld B; peak stock N=2 %lld, N=16 %lld; memsave N=2 %lld, N=16 %lld; ratio at N=16 %.3f\n",
@@ -52,6 +53,7 @@ TEST(Memory, FrozenConvStackStockLinearMemsaveFlat) {
 }
 
 TEST(Memory, PeakIsMeasuredWhenDisabled) {
+  MEMSAVE_CPU_ONLY("the CPU allocator's counters");
   // Stock runs are measured by the same counting allocator (memsave ab's A runs).
   memsave_reset_peak();
   const auto before = memsave_test::stats();
@@ -102,6 +104,7 @@ StandInRun stand_in_run(int which, bool channels_last, bool on) {
 }
 
 TEST(Memory, UntouchedStandInsGiveStockBits) {
+  MEMSAVE_CPU_ONLY("Note [Untouched stand-in] is about CPU mappings");
   const char* names[] = {"conv", "batch_norm", "max_pool2d"};
   for (int which = 0; which < 3; which++)
     for (bool channels_last : {false, true}) {
