@@ -9,6 +9,7 @@
 #include <c10/core/InferenceMode.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/engine.h>
+#include <torch/csrc/autograd/forward_grad.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/saved_variable_hooks.h>
 
@@ -23,12 +24,7 @@
 
 namespace {
 
-using memsave_test::bitwise_equal;
-using memsave_test::error_of;
-using memsave_test::first_line;
-using memsave_test::grad_fn_name;
-using memsave_test::to_test_device;
-using memsave_test::with_memsave;
+using namespace memsave_test;  // the harness: tests/testing.h
 
 // What a row's forward works on: `x`, a leaf that needs grad; `h = x * 1`, the non-leaf the
 // operator is applied to (in-place forms may change it); `frozen`, arguments that need no
@@ -51,6 +47,10 @@ struct Row {
   std::function<void(Call&)> modify_kept;
   bool keeps = true;      // our node keeps tensors: saved-tensor hooks must see them
   bool cpu_only = false;  // the operator reaches another kernel on CUDA
+  // Stock keeps the input and ours does not (a documented difference): changing the input in
+  // place after the call raises in stock only.
+  bool drops_input = false;
+  int family = -1;  // MEMSAVE_FAMILY_*, from the name below
 };
 
 // The arguments of one call and the call itself, with the random stream seeded for it.
@@ -142,6 +142,17 @@ std::vector<Row> rows() {
   r.push_back({"linear", "AddmmBackward0", "MemsaveLinearBackward", {6, 7},
                [] { return std::vector<at::Tensor>{at::randn({5, 7}), at::randn({5})}; },
                [](Call& c) { return one(at::linear(c.h, c.frozen[0], c.frozen[1])); }, modify_first_frozen});
+  for (Row& row : r) {
+    const std::string& n = row.name;
+    row.family = n == "conv2d"                             ? MEMSAVE_FAMILY_CONV
+                 : n == "batch_norm_eval"                  ? MEMSAVE_FAMILY_BATCHNORM
+                 : n == "linear"                           ? MEMSAVE_FAMILY_LINEAR
+                 : n.find("dropout") != std::string::npos  ? MEMSAVE_FAMILY_DROPOUT
+                 : n.find("pool") != std::string::npos || n == "mean_dim" ? MEMSAVE_FAMILY_POOL
+                                                                           : MEMSAVE_FAMILY_RELU;
+    row.drops_input = row.family == MEMSAVE_FAMILY_CONV || row.family == MEMSAVE_FAMILY_BATCHNORM ||
+                      row.family == MEMSAVE_FAMILY_POOL;
+  }
   return r;
 }
 
@@ -273,6 +284,42 @@ TEST_P(Contract, KeptTensorModifiedInPlaceRaisesStockError) {
   // The same tensor at the same versions; only the node's name may differ.
   auto tail = [](const std::string& e) { return first_line(e.substr(std::min(e.size(), e.find("is at version")))); };
   EXPECT_EQ(tail(stock), tail(ours)) << "stock: " << stock << "\nours: " << ours;
+}
+
+// Documented difference: ours does not keep the input, and backward does not need it, so an
+// in-place change of the input after the call no longer raises.
+TEST_P(Contract, DroppedInputModifiedInPlaceNoLongerRaises) {
+  const Row& row = GetParam();
+  if (!row.drops_input) GTEST_SKIP() << "our node keeps what stock keeps of the input";
+  auto attempt = [&](bool on) {
+    return with_memsave(on, [&] {
+      Call c = call(row);
+      at::Tensor s = c.y().sum();
+      c.h.mul_(2);
+      return error_of([&] { s.backward(); });
+    });
+  };
+  EXPECT_NE(attempt(false).find("modified by an inplace operation"), std::string::npos);
+  EXPECT_EQ(attempt(true), "");
+}
+
+// Forward-mode AD (a dual input) goes to stock, which computes the tangent, and is counted
+// as a fallback of the row's family.
+TEST_P(Contract, ForwardModeAdGoesToStockCounted) {
+  const Row& row = GetParam();
+  const uint64_t level = torch::autograd::ForwardADLevel::get_next_idx();
+  Call c = prepare(row);
+  c.x = at::_make_dual(c.x.detach(), at::ones_like(c.x), level).requires_grad_(true);
+  c.h = c.x * 1;
+  const auto before = memsave_test::stats();
+  at::manual_seed(7);
+  c.outs = with_memsave(true, [&] { return row.forward(c); });
+  const auto after = memsave_test::stats();
+  EXPECT_FALSE(is_ours(grad_fn_name(c.y()))) << grad_fn_name(c.y());
+  if (!memsave_test::on_cuda()) EXPECT_EQ(grad_fn_name(c.y()), row.stock_node);
+  EXPECT_TRUE(std::get<1>(at::_unpack_dual(c.y(), level)).defined()) << "stock computes the tangent";
+  EXPECT_EQ(after.fallbacks[row.family], before.fallbacks[row.family] + 1);
+  torch::autograd::ForwardADLevel::release_idx(level);
 }
 
 // Saved-tensor hooks. In a C++ process they come from the autograd engine's

@@ -18,10 +18,7 @@
 
 namespace {
 
-using memsave_test::error_of;
-using memsave_test::Layout;
-using memsave_test::to_test_device;
-using memsave_test::with_memsave;
+using namespace memsave_test;  // the harness: tests/testing.h
 
 constexpr auto F = MEMSAVE_FAMILY_LINEAR;
 
@@ -147,12 +144,9 @@ TEST(Linear, NdContiguousGrid) {
 TEST(Linear, SpecialValues) {
   LinearCase c;
   Data d = make_data(c);
-  auto flat = d.x.view(-1);
-  flat[0] = std::numeric_limits<float>::quiet_NaN();
-  flat[8] = std::numeric_limits<float>::infinity();
-  flat[9] = -0.0f;
-  d.w.view(-1)[3] = -std::numeric_limits<float>::infinity();
-  d.go.view(-1)[2] = -0.0f;
+  put_values(d.x, {{0, kNaN}, {8, kInf}, {9, -0.0}});
+  put_values(d.w, {{3, -kInf}});
+  put_values(d.go, {{2, -0.0}});
   EXPECT_EQ(check_case(c, d), 7);
 }
 

@@ -11,8 +11,7 @@
 
 namespace {
 
-using memsave_test::bitwise_equal;
-using memsave_test::with_memsave;
+using namespace memsave_test;  // the harness: tests/testing.h
 
 constexpr int64_t kBatch = 4, kChannels = 16, kSize = 32;
 constexpr int64_t kActivationBytes = kBatch * kChannels * kSize * kSize * 4;

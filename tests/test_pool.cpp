@@ -22,13 +22,7 @@ constexpr int kMeanNodes = kMeanSubstituted ? 1 : 0;
 
 namespace {
 
-using memsave_test::bitwise_equal;
-using memsave_test::error_of;
-using memsave_test::grad_fn_name;
-using memsave_test::Layout;
-using memsave_test::layout_name;
-using memsave_test::to_test_device;
-using memsave_test::with_memsave;
+using namespace memsave_test;  // the harness: tests/testing.h
 
 using Ints = std::vector<int64_t>;
 // A pooling call: the outputs (the pooled tensor first, then the indices if any).
@@ -360,42 +354,6 @@ TEST(Pool, DoubleBackwardEveryKind) {
       }
 }
 
-// Documented difference: we do not keep the input, and backward does not need it, so an
-// in-place change of the input after pooling no longer raises.
-TEST(Pool, InputModifiedInPlaceNoLongerRaises) {
-  for (const PoolFn& fn : {max_pool(2, {2}, {2}, {0}, {1}, false, false), avg_pool(2, {2}, {2}, {0}, false, true, 2),
-                           adaptive_avg_pool(2, {3, 3}), adaptive_avg_pool(2, {1, 1})}) {
-    auto attempt = [&](bool on) {
-      return with_memsave(on, [&] {
-        at::Tensor leaf = make_input(2, true, Layout::kContiguous, at::kFloat).requires_grad_(true);
-        at::Tensor x = leaf * 1;
-        at::Tensor s = fn(x)[0].sum();
-        x.mul_(2);
-        return error_of([&] { s.backward(); });
-      });
-    };
-    const std::string stock = attempt(false);
-    if (!kMeanSubstituted && stock.empty()) {  // 2.x global pool: stock keeps no input either
-      EXPECT_EQ(attempt(true), "");
-      continue;
-    }
-    EXPECT_NE(stock.find("modified by an inplace operation"), std::string::npos);
-    EXPECT_EQ(attempt(true), "");
-  }
-}
-
-TEST(Pool, ForwardModeAdFallsBackAndIsCounted) {
-  const uint64_t level = torch::autograd::ForwardADLevel::get_next_idx();
-  at::Tensor data = make_input(2, true, Layout::kContiguous, at::kFloat);
-  at::Tensor x = at::_make_dual(data.clone(), at::ones_like(data), level).requires_grad_(true);
-  auto before = memsave_test::stats();
-  at::Tensor y = with_memsave(true, [&] { return at::max_pool2d(x, {2}); });
-  auto after = memsave_test::stats();
-  EXPECT_EQ(grad_fn_name(y), "MaxPool2DWithIndicesBackward0");
-  EXPECT_EQ(after.fallbacks[MEMSAVE_FAMILY_POOL], before.fallbacks[MEMSAVE_FAMILY_POOL] + 1);
-  torch::autograd::ForwardADLevel::release_idx(level);
-}
-
 TEST(Pool, CountsBytes) {
   at::Tensor x = make_input(2, true, Layout::kContiguous, at::kFloat).requires_grad_(true);
   auto before = memsave_test::stats();
@@ -414,12 +372,7 @@ TEST(Pool, CountsBytes) {
 // 2x2 max-pools, input that requires grad. ReLU is stock in this branch, so what is saved
 // comes from the pools (int64 indices become one byte, the input is not kept) and from the
 // convolutions (their inputs, the pools' outputs, are not kept).
-struct VggStep {
-  int64_t peak;
-  at::Tensor loss, gx;
-};
-
-VggStep vgg_step(bool on) {
+memsave_test::Step vgg_step(bool on) {
   at::manual_seed(0);
   const std::vector<int64_t> cfg{64, 0, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0};  // 0: max-pool
   std::vector<at::Tensor> weights, biases;
@@ -433,8 +386,7 @@ VggStep vgg_step(bool on) {
   at::Tensor classifier = at::randn({10, 512}) * 0.05;
   at::Tensor x = at::randn({8, 3, 32, 32}).requires_grad_(true);
   return with_memsave(on, [&] {
-    memsave_reset_peak();
-    const int64_t base = memsave_test::stats().cpu_current_bytes;
+    const int64_t base = memsave_test::step_start();
     at::Tensor h = x;
     size_t layer = 0;
     for (int64_t c : cfg) {
@@ -447,23 +399,18 @@ VggStep vgg_step(bool on) {
     }
     at::Tensor loss = at::linear(h.flatten(1), classifier).pow(2).sum();
     loss.backward();
-    VggStep r{static_cast<int64_t>(memsave_test::stats().cpu_peak_bytes) - base, loss.detach(), x.grad()};
+    memsave_test::Step r;
+    r.peak = memsave_test::peak_since(base);
+    r.results = {loss.detach(), x.grad()};
     return r;
   });
 }
 
 TEST(PoolMemory, Vgg11PeakBelowStock) {
   MEMSAVE_CPU_ONLY("the peak is the CPU allocator's");
-  const auto before = memsave_test::stats();
-  VggStep stock = vgg_step(false), ours = vgg_step(true);
-  const auto after = memsave_test::stats();
+  const auto [stock, ours] = memsave_test::expect_step_saves_memory(vgg_step, MEMSAVE_FAMILY_POOL, 5);
   std::printf("VGG-11 (batch 8, 32x32, frozen, input grad): peak stock %lld B, libmemsave %lld B, ratio %.3f\n",
               (long long)stock.peak, (long long)ours.peak, (double)ours.peak / (double)stock.peak);
-  EXPECT_TRUE(bitwise_equal(stock.loss, ours.loss));
-  EXPECT_TRUE(bitwise_equal(stock.gx, ours.gx));
-  EXPECT_EQ(after.substituted[MEMSAVE_FAMILY_POOL] - before.substituted[MEMSAVE_FAMILY_POOL], 5u);
-  EXPECT_LE(ours.peak, stock.peak);
-  EXPECT_LT(ours.peak, stock.peak);
 }
 
 }  // namespace

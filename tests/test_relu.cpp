@@ -14,14 +14,8 @@
 
 namespace {
 
-using memsave_test::bitwise_equal;
-using memsave_test::error_of;
-using memsave_test::grad_fn_name;
-using memsave_test::to_test_device;
-using memsave_test::with_memsave;
+using namespace memsave_test;  // the harness: tests/testing.h
 
-constexpr double kInf = std::numeric_limits<double>::infinity();
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr auto F = MEMSAVE_FAMILY_RELU;
 
 // One operator call: `fn` applies it (the in-place form to its argument), `bounds` are the
@@ -108,8 +102,6 @@ struct Case {
 
 // The input values with the special values in place, in the case's geometry, on the test device.
 at::Tensor make_input(const Case& c, const OpCase& op) {
-  using memsave_test::Layout;
-  using memsave_test::with_layout;
   at::manual_seed(42);
   auto o = at::TensorOptions().dtype(c.dtype);
   const bool large = c.geometry == Geometry::kLarge || c.geometry == Geometry::kLargeChannelsLast;

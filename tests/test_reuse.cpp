@@ -16,9 +16,7 @@
 
 namespace {
 
-using memsave_test::bitwise_equal;
-using memsave_test::to_test_device;
-using memsave_test::with_memsave;
+using namespace memsave_test;  // the harness: tests/testing.h
 
 enum class Op { kRelu, kRelu6, kLeakyRelu, kBatchNormEval };
 

@@ -15,7 +15,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
+#include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "memsave.h"
@@ -321,6 +324,46 @@ inline bool compare_double_backward(const Forward& forward, const std::vector<at
   const Run stock = once(false), ours = once(true);
   expect_equal_runs(stock, ours, where + " double backward");
   return stock.error.empty();
+}
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// Writes `values` at flat positions of the dense tensor `t`: NaN, infinities, -0.0.
+inline void put_values(const at::Tensor& t, std::initializer_list<std::pair<int64_t, double>> values) {
+  at::NoGradGuard no_grad;
+  at::Tensor flat = t.view(-1);
+  for (const auto& [i, v] : values) flat[i] = v;
+}
+
+// A measured training step (CPU only): the allocator's peak above the bytes alive before the
+// step, the bytes alive after its forward, and the results to compare.
+struct Step {
+  int64_t peak = 0, alive_after_forward = 0;
+  std::vector<at::Tensor> results;
+};
+
+// Starts measuring a step: resets the peak and returns the bytes alive now.
+inline int64_t step_start() {
+  memsave_reset_peak();
+  return static_cast<int64_t>(stats().cpu_current_bytes);
+}
+
+inline int64_t peak_since(int64_t base) { return static_cast<int64_t>(stats().cpu_peak_bytes) - base; }
+
+// Stock's and libmemsave's run of one step (`step(on)`): results equal bit for bit, `nodes`
+// of our nodes built in `family`, and a lower peak. Returns both, for the record.
+inline std::pair<Step, Step> expect_step_saves_memory(const std::function<Step(bool on)>& step, int family,
+                                                      uint64_t nodes) {
+  const auto before = stats();
+  Step stock = step(false), ours = step(true);
+  const auto after = stats();
+  EXPECT_EQ(stock.results.size(), ours.results.size());
+  for (size_t i = 0; i < std::min(stock.results.size(), ours.results.size()); i++)
+    EXPECT_TRUE(bitwise_equal(stock.results[i], ours.results[i])) << "result " << i;
+  EXPECT_EQ(after.substituted[family] - before.substituted[family], nodes);
+  EXPECT_LT(ours.peak, stock.peak);
+  return {stock, ours};
 }
 
 // Prints how many tensors each test compared bitwise, and the program's total, so that a
