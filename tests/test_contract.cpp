@@ -266,18 +266,21 @@ TEST_P(Contract, UndefinedIncomingGradientGivesUndefinedGradients) {
   for (const auto& t : out) EXPECT_FALSE(t.defined());
 }
 
+// The error of backward from the call's result after `change` (an in-place change of a
+// tensor), or "".
+std::string backward_after(const Row& row, bool on, const std::function<void(Call&)>& change) {
+  return with_memsave(on, [&] {
+    Call c = call(row);
+    at::Tensor s = c.y().sum();
+    change(c);
+    return error_of([&] { s.backward(); });
+  });
+}
+
 TEST_P(Contract, KeptTensorModifiedInPlaceRaisesStockError) {
   const Row& row = GetParam();
   if (!row.modify_kept) GTEST_SKIP() << "our node keeps no tensor that stock keeps and the host can change";
-  auto attempt = [&](bool on) {
-    return with_memsave(on, [&] {
-      Call c = call(row);
-      at::Tensor s = c.y().sum();
-      row.modify_kept(c);
-      return error_of([&] { s.backward(); });
-    });
-  };
-  const std::string stock = attempt(false), ours = attempt(true);
+  const std::string stock = backward_after(row, false, row.modify_kept), ours = backward_after(row, true, row.modify_kept);
   const char* expected = "modified by an inplace operation";
   EXPECT_NE(stock.find(expected), std::string::npos) << stock;
   EXPECT_NE(ours.find(expected), std::string::npos) << ours;
@@ -291,16 +294,9 @@ TEST_P(Contract, KeptTensorModifiedInPlaceRaisesStockError) {
 TEST_P(Contract, DroppedInputModifiedInPlaceNoLongerRaises) {
   const Row& row = GetParam();
   if (!row.drops_input) GTEST_SKIP() << "our node keeps what stock keeps of the input";
-  auto attempt = [&](bool on) {
-    return with_memsave(on, [&] {
-      Call c = call(row);
-      at::Tensor s = c.y().sum();
-      c.h.mul_(2);
-      return error_of([&] { s.backward(); });
-    });
-  };
-  EXPECT_NE(attempt(false).find("modified by an inplace operation"), std::string::npos);
-  EXPECT_EQ(attempt(true), "");
+  auto change_input = [](Call& c) { c.h.mul_(2); };
+  EXPECT_NE(backward_after(row, false, change_input).find("modified by an inplace operation"), std::string::npos);
+  EXPECT_EQ(backward_after(row, true, change_input), "");
 }
 
 // Forward-mode AD (a dual input) goes to stock, which computes the tangent, and is counted

@@ -281,12 +281,9 @@ memsave_test::Step encoder_step(bool on) {
     const int64_t base = memsave_test::step_start();
     at::manual_seed(42);
     at::Tensor y = layer->forward(x);
-    memsave_test::Step r;
-    r.alive_after_forward = static_cast<int64_t>(memsave_test::stats().cpu_current_bytes) - base;
+    const int64_t alive = static_cast<int64_t>(memsave_test::stats().cpu_current_bytes) - base;
     y.pow(2).sum().backward();
-    r.peak = memsave_test::peak_since(base);
-    r.results = {y.detach(), x.grad()};
-    return r;
+    return memsave_test::Step{memsave_test::peak_since(base), alive, {y.detach(), x.grad()}};
   });
 }
 

@@ -399,10 +399,7 @@ memsave_test::Step vgg_step(bool on) {
     }
     at::Tensor loss = at::linear(h.flatten(1), classifier).pow(2).sum();
     loss.backward();
-    memsave_test::Step r;
-    r.peak = memsave_test::peak_since(base);
-    r.results = {loss.detach(), x.grad()};
-    return r;
+    return memsave_test::Step{memsave_test::peak_since(base), 0, {loss.detach(), x.grad()}};
   });
 }
 
