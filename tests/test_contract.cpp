@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
 // test_contract: the autograd contract every libmemsave node keeps, checked once for every
-// family's operators (one row each): the node is ours when the hooks are active and no node
-// is built under no_grad, inference mode or when disabled; a second backward, double
-// backward, retain_graph, an undefined incoming gradient, in-place changes of what is kept
-// and saved-tensor hooks behave as in stock. The families' own files keep their equality
-// grids and what is special to them.
+// family's operators (one row each): the node is ours when the hooks are active, and none is
+// built under no_grad or inference mode, nor ours when disabled; a second backward raises
+// stock's error; retain_graph, double backward and an undefined incoming gradient behave as
+// in stock; an in-place change of a tensor ours keeps raises stock's version error, and of
+// an input ours no longer keeps does not (the documented difference); forward-mode AD goes
+// to stock, counted; saved-tensor hooks see exactly the bytes ours reports as kept. The
+// families' own files keep their equality grids and what is special to them.
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 #include <torch/csrc/autograd/autograd.h>

@@ -5,7 +5,6 @@
 // the minimum). The node contract is in test_contract.
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>
-#include <torch/csrc/autograd/forward_grad.h>
 #include <torch/csrc/autograd/function.h>
 
 #include <algorithm>

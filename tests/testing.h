@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 // testing.h: the harness of the in-process hooks tests: bitwise comparison (NaN and -0.0
-// aware), error-substring checks, the test device, input layouts, requires_grad patterns,
-// and one stock-versus-ours runner that captures gradients before AccumulateGrad.
+// aware) with a count of what was compared, error-substring checks, the test device
+// (MEMSAVE_TEST_DEVICE), input layouts, requires_grad patterns, one stock-versus-ours runner
+// that captures gradients before AccumulateGrad (single and double backward), special
+// values, and measured steps for the memory tests.
 #pragma once
 
 #include <ATen/ATen.h>
