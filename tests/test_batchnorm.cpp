@@ -50,9 +50,7 @@ Data make_data(const BnCase& c) {
   for (int i = 2; i < c.input_dim; i++) xs.push_back(i == 2 ? 6 : 4);
   auto opts = at::TensorOptions().dtype(c.dtype);
   Data d;
-  d.x = at::randn(xs, opts) * 3 + 1;
-  if (c.channels_last) d.x = d.x.contiguous(c.input_dim == 4 ? at::MemoryFormat::ChannelsLast
-                                                              : at::MemoryFormat::ChannelsLast3d);
+  d.x = with_layout(at::randn(xs, opts) * 3 + 1, c.channels_last ? Layout::kChannelsLast : Layout::kContiguous);
   if (c.affine) {
     d.w = at::rand({channels}, opts) + 0.5;
     d.b = at::randn({channels}, opts);

@@ -23,9 +23,8 @@ struct ConvCase {
   int stride = 1;
   int dilation = 1;
   int padding = 1;
-  bool channels_last = false;
-  bool weight_channels_last = false;
-  bool noncontiguous = false;
+  Layout layout = Layout::kContiguous;         // of the input: also kChannelsLast, kStrided
+  Layout weight_layout = Layout::kContiguous;  // also kChannelsLast
   at::ScalarType dtype = at::kFloat;
   bool bias = true;
   int batch = 2;
@@ -33,8 +32,7 @@ struct ConvCase {
   std::string str() const {
     std::ostringstream s;
     s << dim << "d" << (transposed ? " transposed" : "") << " g" << groups << " s" << stride << " d" << dilation
-      << " p" << padding << (channels_last ? " cl" : "") << (weight_channels_last ? " wcl" : "")
-      << (noncontiguous ? " noncontig" : "") << " " << dtype << (bias ? " bias" : "") << " N" << batch;
+      << " p" << padding << " " << layout_name(layout) << " weight " << layout_name(weight_layout) << " " << dtype << (bias ? " bias" : "") << " N" << batch;
     return s.str();
   }
 };
@@ -50,21 +48,11 @@ Data make_data(const ConvCase& c) {
   for (int i = 0; i < c.dim; i++) xs.push_back(spatial);
   ws = c.transposed ? std::vector<int64_t>{cin, cout / c.groups} : std::vector<int64_t>{cout, cin / c.groups};
   for (int i = 0; i < c.dim; i++) ws.push_back(k);
-  auto opts = at::TensorOptions().dtype(c.dtype).device(memsave_test::test_device());
+  auto opts = at::TensorOptions().dtype(c.dtype);
   Data d;
-  if (c.noncontiguous) {
-    auto big = xs;
-    big.back() *= 2;
-    d.x = at::randn(big, opts).slice(c.dim + 1, 0, big.back(), 2);  // every other column
-  } else {
-    d.x = at::randn(xs, opts);
-  }
-  d.w = at::randn(ws, opts);
-  if (c.channels_last && c.dim >= 2)
-    d.x = d.x.contiguous(c.dim == 2 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::ChannelsLast3d);
-  if (c.weight_channels_last && c.dim >= 2)
-    d.w = d.w.contiguous(c.dim == 2 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::ChannelsLast3d);
-  if (c.bias) d.b = at::randn({cout}, opts);
+  d.x = with_layout(to_test_device(at::randn(xs, opts)), c.layout);  // channels_last: 2-D and 3-D only
+  d.w = with_layout(to_test_device(at::randn(ws, opts)), c.weight_layout);
+  if (c.bias) d.b = to_test_device(at::randn({cout}, opts));
   return d;
 }
 
@@ -123,9 +111,8 @@ TEST(Conv, LayoutsAndBatch) {
           for (int batch : {1, 3}) {
             ConvCase c;
             c.dim = dim, c.transposed = transposed, c.groups = groups, c.batch = batch, c.stride = 1 + variant % 2;
-            c.channels_last = variant != 3;
-            c.weight_channels_last = variant == 1;
-            c.noncontiguous = variant == 3;
+            c.layout = variant == 3 ? Layout::kStrided : Layout::kChannelsLast;
+            c.weight_layout = variant == 1 ? Layout::kChannelsLast : Layout::kContiguous;
             ran += check_case(c);
           }
   EXPECT_GE(ran, 2 * 2 * 2 * 4 * 2 * 4);

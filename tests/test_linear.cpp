@@ -26,7 +26,7 @@ struct LinearCase {
   int64_t in = 7, out = 6;
   bool bias = true;
   Layout input_layout = Layout::kContiguous;  // kTransposed (column-major), kStrided: 2-D inputs only
-  bool weight_transposed = false;             // weight = W.t() of a contiguous W
+  bool weight_transposed = false;             // the weight column-major (kTransposed)
   bool grad_transposed = false;               // the incoming gradient has its first two dims swapped in memory
   at::ScalarType dtype = at::kFloat;
 
@@ -49,13 +49,8 @@ Data make_data(const LinearCase& c) {
   std::vector<int64_t> xs = c.batch;
   xs.push_back(c.in);
   Data d;
-  if (c.input_layout == Layout::kTransposed)
-    d.x = at::randn({c.in, xs[0]}, opts).t();
-  else if (c.input_layout == Layout::kStrided)
-    d.x = at::randn({xs[0], 2 * c.in}, opts).slice(1, 0, 2 * c.in, 2);
-  else
-    d.x = at::randn(xs, opts);
-  d.w = c.weight_transposed ? at::randn({c.in, c.out}, opts).t() : at::randn({c.out, c.in}, opts);
+  d.x = with_layout(at::randn(xs, opts), c.input_layout);
+  d.w = with_layout(at::randn({c.out, c.in}, opts), c.weight_transposed ? Layout::kTransposed : Layout::kContiguous);
   if (c.bias) d.b = at::randn({c.out}, opts);
   std::vector<int64_t> ys = c.batch;
   ys.push_back(c.out);
