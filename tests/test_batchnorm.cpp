@@ -71,7 +71,7 @@ at::Tensor bn(const BnCase& c, const at::Tensor& x, const at::Tensor& w, const a
 
 // The harness's forward over {x, w, b, running mean, running var}: the statistics are
 // buffers it updates in place (training), compared after the call.
-memsave_test::Forward forward(const BnCase& c) {
+Forward forward(const BnCase& c) {
   return [c](std::vector<at::Tensor>& a) { return std::vector<at::Tensor>{bn(c, a[0], a[1], a[2], a[3], a[4])}; };
 }
 const std::vector<size_t> kStats{3, 4};
@@ -87,15 +87,15 @@ bool ours_expected(const BnCase& c, bool rx, bool rw, bool rb) {
 // expanded gradient).
 int check_case(const BnCase& c, const Data& d, bool grad_like_output = true) {
   int ran = 0;
-  for (unsigned p : memsave_test::requires_grad_patterns(3, c.affine ? 7 : 1)) {
+  for (unsigned p : requires_grad_patterns(3, c.affine ? 7 : 1)) {
     bool rx = p & 1, rw = p & 2, rb = p & 4;
-    const std::string where = c.str() + memsave_test::pattern_name(p, 3);
-    auto before = memsave_test::stats();
-    auto r = memsave_test::compare_with_stock(
+    const std::string where = c.str() + pattern_name(p, 3);
+    auto before = stats();
+    auto r = compare_with_stock(
         forward(c), {d.x, d.w, d.b, d.rm, d.rv}, p, where,
-        grad_like_output ? memsave_test::GradOut([&](const at::Tensor&) { return d.go; }) : memsave_test::sum_grad,
+        grad_like_output ? GradOut([&](const at::Tensor&) { return d.go; }) : sum_grad,
         kStats);
-    auto after = memsave_test::stats();
+    auto after = stats();
     const bool expect_ours = ours_expected(c, rx, rw, rb);
     EXPECT_EQ(r.ours.grad_fn, expect_ours ? "MemsaveBatchNormBackward" : r.stock.grad_fn) << where;
     EXPECT_EQ(after.substituted[F] - before.substituted[F], expect_ours ? 1u : 0u) << where;
@@ -230,8 +230,8 @@ TEST(BatchNorm, DoubleBackwardOverModesAndPatterns) {
       BnCase c;
       c.training = training;
       Data d = make_data(c);
-      const std::string where = c.str() + memsave_test::pattern_name(pattern, 3);
-      EXPECT_TRUE(memsave_test::compare_double_backward(forward(c), {d.x, d.w, d.b, d.rm, d.rv}, pattern, where));
+      const std::string where = c.str() + pattern_name(pattern, 3);
+      EXPECT_TRUE(compare_double_backward(forward(c), {d.x, d.w, d.b, d.rm, d.rv}, pattern, where));
       ran++;
     }
   EXPECT_EQ(ran, 4);
@@ -286,10 +286,10 @@ TEST(BatchNorm, TrainableWeightIsPassthrough) {
   Data d = make_data(c);
   at::Tensor x = d.x.clone().requires_grad_(true);
   at::Tensor w = d.w.clone().requires_grad_(true);
-  auto before = memsave_test::stats();
+  auto before = stats();
   at::Tensor y = with_memsave(true, [&] { return bn(c, x, w, d.b, d.rm.clone(), d.rv.clone()); });
-  auto after = memsave_test::stats();
-  if (!memsave_test::on_cuda()) EXPECT_EQ(grad_fn_name(y), "NativeBatchNormBackward0");
+  auto after = stats();
+  if (!on_cuda()) EXPECT_EQ(grad_fn_name(y), "NativeBatchNormBackward0");
   EXPECT_EQ(after.passthrough[F], before.passthrough[F] + 1);
 }
 
@@ -301,9 +301,9 @@ TEST(BatchNorm, RunningStatsRequiringGradFallBack) {
   at::Tensor rm = d.rm.clone().requires_grad_(true);
   auto xs = d.x.clone().requires_grad_(true);
   std::string stock = with_memsave(false, [&] { return error_of([&] { bn(c, xs, d.w, d.b, rm, d.rv.clone()); }); });
-  auto before = memsave_test::stats();
+  auto before = stats();
   std::string ours = with_memsave(true, [&] { return error_of([&] { bn(c, xs, d.w, d.b, rm, d.rv.clone()); }); });
-  auto after = memsave_test::stats();
+  auto after = stats();
   EXPECT_NE(stock.find("not differentiable with respect to argument 'running_mean'"), std::string::npos) << stock;
   EXPECT_EQ(ours.substr(0, ours.find('\n')), stock.substr(0, stock.find('\n')));
   EXPECT_EQ(after.fallbacks[F], before.fallbacks[F] + 1);
@@ -313,9 +313,9 @@ TEST(BatchNorm, CountsSubstitutionsAndBytes) {
   BnCase c;
   Data d = make_data(c);
   at::Tensor x = d.x.clone().requires_grad_(true);
-  auto before = memsave_test::stats();
+  auto before = stats();
   with_memsave(true, [&] { return bn(c, x, d.w, d.b, d.rm.clone(), d.rv.clone()); });
-  auto after = memsave_test::stats();
+  auto after = stats();
   EXPECT_EQ(after.substituted[F], before.substituted[F] + 1);
   // Eval: weight, running mean and var kept (save_mean/save_invstd are empty); stock adds the input.
   const uint64_t params = 3 * 5 * 4, xb = x.numel() * 4;
@@ -348,7 +348,7 @@ Peak step_peak(bool on, bool training, int depth, bool sum_loss) {
   at::Tensor go = at::randn({4, channels, 32, 32});
   return with_memsave(on, [&] {
     memsave_reset_peak();
-    const auto before = memsave_test::stats();
+    const auto before = stats();
     {
       at::Tensor h = x * 2;  // an intermediate, as in a network
       for (int i = 0; i < depth; i++) {
@@ -360,7 +360,7 @@ Peak step_peak(bool on, bool training, int depth, bool sum_loss) {
       else
         h.backward(go);
     }
-    const auto after = memsave_test::stats();
+    const auto after = stats();
     return Peak{static_cast<int64_t>(after.cpu_peak_bytes) - static_cast<int64_t>(before.cpu_current_bytes),
                 after.bytes_kept - before.bytes_kept, after.bytes_stock - before.bytes_stock};
   });

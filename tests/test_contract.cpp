@@ -85,15 +85,16 @@ std::vector<Row> rows() {
   r.push_back({"conv2d", "ConvolutionBackward0", "MemsaveConvolutionBackward", image,
                [] { return std::vector<at::Tensor>{at::randn({4, 3, 3, 3}), at::randn({4})}; },
                [](Call& c) { return one(at::conv2d(c.h, c.frozen[0], c.frozen[1], 1, 1)); }, modify_first_frozen});
-  r.push_back({"batch_norm_eval", "NativeBatchNormBackward0", "MemsaveBatchNormBackward", image,
-               [] {
-                 return std::vector<at::Tensor>{at::rand({3}) + 0.5, at::randn({3}), at::randn({3}), at::rand({3}) + 0.5};
-               },
-               [](Call& c) {
-                 const auto& f = c.frozen;
-                 return one(at::batch_norm(c.h, f[0], f[1], f[2], f[3], false, 0.1, 1e-5, true));
-               },
-               modify_first_frozen});
+  r.push_back(
+      {"batch_norm_eval", "NativeBatchNormBackward0", "MemsaveBatchNormBackward", image,
+       [] {
+         return std::vector<at::Tensor>{at::rand({3}) + 0.5, at::randn({3}), at::randn({3}), at::rand({3}) + 0.5};
+       },
+       [](Call& c) {
+         const auto& f = c.frozen;
+         return one(at::batch_norm(c.h, f[0], f[1], f[2], f[3], false, 0.1, 1e-5, true));
+       },
+       modify_first_frozen});
   // ReLU family: stock keeps the result of relu, relu_ and leaky_relu_, the input of the
   // out-of-place others, and a private clone for threshold_ and hardtanh_.
   r.push_back({"relu", "ReluBackward0", "MemsaveReluBackward", image, {},
@@ -203,7 +204,7 @@ TEST_P(Contract, NoNodeUnderNoGradOrInferenceModeNoOursWhenDisabled) {
   });
   const std::string stock = with_memsave(false, [&] { return grad_fn_name(call(row).y()); });
   EXPECT_FALSE(is_ours(stock)) << stock;
-  if (!memsave_test::on_cuda()) EXPECT_EQ(stock, row.stock_node);
+  if (!on_cuda()) EXPECT_EQ(stock, row.stock_node);
 }
 
 TEST_P(Contract, SecondBackwardRaisesStockError) {
@@ -227,7 +228,7 @@ TEST_P(Contract, RetainGraphAllowsSecondBackward) {
   auto twice = [&](bool on) {
     return with_memsave(on, [&] {
       Call c = call(row);
-      const at::Tensor go = memsave_test::random_grad()(c.y());
+      const at::Tensor go = random_grad()(c.y());
       at::Tensor first = torch::autograd::grad({c.y()}, {c.x}, {go}, /*retain_graph=*/true)[0];
       return std::make_pair(first, torch::autograd::grad({c.y()}, {c.x}, {go})[0]);
     });
@@ -238,7 +239,7 @@ TEST_P(Contract, RetainGraphAllowsSecondBackward) {
 }
 
 // The row as the harness's forward over {x, frozen...}, for its double-backward comparison.
-memsave_test::Forward as_forward(const Row& row) {
+Forward as_forward(const Row& row) {
   return [&row](std::vector<at::Tensor>& a) {
     Call c;
     c.x = a.at(0);
@@ -254,7 +255,7 @@ TEST_P(Contract, DoubleBackwardAsStock) {
   Call c = prepare(row);
   std::vector<at::Tensor> args{c.x.detach()};
   args.insert(args.end(), c.frozen.begin(), c.frozen.end());
-  if (!memsave_test::compare_double_backward(as_forward(row), args, /*pattern=*/1, row.name))
+  if (!compare_double_backward(as_forward(row), args, /*pattern=*/1, row.name))
     std::printf("%s: stock has no double backward; ours fails alike\n", row.name.c_str());
 }
 
@@ -282,7 +283,8 @@ std::string backward_after(const Row& row, bool on, const std::function<void(Cal
 TEST_P(Contract, KeptTensorModifiedInPlaceRaisesStockError) {
   const Row& row = GetParam();
   if (!row.modify_kept) GTEST_SKIP() << "our node keeps no tensor that stock keeps and the host can change";
-  const std::string stock = backward_after(row, false, row.modify_kept), ours = backward_after(row, true, row.modify_kept);
+  const std::string stock = backward_after(row, false, row.modify_kept),
+                    ours = backward_after(row, true, row.modify_kept);
   const char* expected = "modified by an inplace operation";
   EXPECT_NE(stock.find(expected), std::string::npos) << stock;
   EXPECT_NE(ours.find(expected), std::string::npos) << ours;
@@ -309,12 +311,12 @@ TEST_P(Contract, ForwardModeAdGoesToStockCounted) {
   Call c = prepare(row);
   c.x = at::_make_dual(c.x.detach(), at::ones_like(c.x), level).requires_grad_(true);
   c.h = c.x * 1;
-  const auto before = memsave_test::stats();
+  const auto before = stats();
   at::manual_seed(7);
   c.outs = with_memsave(true, [&] { return row.forward(c); });
-  const auto after = memsave_test::stats();
+  const auto after = stats();
   EXPECT_FALSE(is_ours(grad_fn_name(c.y()))) << grad_fn_name(c.y());
-  if (!memsave_test::on_cuda()) EXPECT_EQ(grad_fn_name(c.y()), row.stock_node);
+  if (!on_cuda()) EXPECT_EQ(grad_fn_name(c.y()), row.stock_node);
   EXPECT_TRUE(std::get<1>(at::_unpack_dual(c.y(), level)).defined()) << "stock computes the tangent";
   EXPECT_EQ(after.fallbacks[row.family], before.fallbacks[row.family] + 1);
   torch::autograd::ForwardADLevel::release_idx(level);
@@ -373,13 +375,13 @@ TEST_P(Contract, SavedTensorHooksSeeWhatIsKept) {
     return with_memsave(on, [&] {
       Hooked r;
       Call c = prepare(row);
-      const auto before = memsave_test::stats();
+      const auto before = stats();
       if (hooks) pack_counts = &r.counts;
       at::manual_seed(7);
       c.outs = row.forward(c);
       pack_counts = nullptr;
-      r.bytes_kept = memsave_test::stats().bytes_kept - before.bytes_kept;
-      r.gx = torch::autograd::grad({c.y()}, {c.x}, {memsave_test::random_grad()(c.y())})[0];
+      r.bytes_kept = stats().bytes_kept - before.bytes_kept;
+      r.gx = torch::autograd::grad({c.y()}, {c.x}, {random_grad()(c.y())})[0];
       return r;
     });
   };

@@ -31,8 +31,9 @@ struct ConvCase {
 
   std::string str() const {
     std::ostringstream s;
-    s << dim << "d" << (transposed ? " transposed" : "") << " g" << groups << " s" << stride << " d" << dilation
-      << " p" << padding << " " << layout_name(layout) << " weight " << layout_name(weight_layout) << " " << dtype << (bias ? " bias" : "") << " N" << batch;
+    s << dim << "d" << (transposed ? " transposed" : "") << " g" << groups << " s" << stride << " d" << dilation << " p"
+      << padding << " " << layout_name(layout) << " weight " << layout_name(weight_layout) << " " << dtype
+      << (bias ? " bias" : "") << " N" << batch;
     return s.str();
   }
 };
@@ -65,7 +66,7 @@ at::Tensor conv(const ConvCase& c, const at::Tensor& x, const at::Tensor& w, con
 
 at::Tensor conv_of(const ConvCase& c, const std::vector<at::Tensor>& a) { return conv(c, a[0], a[1], a[2]); }
 
-memsave_test::Forward forward(const ConvCase& c) {
+Forward forward(const ConvCase& c) {
   return [c](std::vector<at::Tensor>& a) { return std::vector<at::Tensor>{conv_of(c, a)}; };
 }
 
@@ -73,10 +74,10 @@ memsave_test::Forward forward(const ConvCase& c) {
 int check_case(const ConvCase& c) {
   Data d = make_data(c);
   int ran = 0;
-  for (unsigned p : memsave_test::requires_grad_patterns(3, c.bias ? 7 : 3)) {
+  for (unsigned p : requires_grad_patterns(3, c.bias ? 7 : 3)) {
     const bool rx = p & 1, rw = p & 2, rb = p & 4;
-    const std::string where = c.str() + memsave_test::pattern_name(p, 3);
-    auto r = memsave_test::compare_with_stock(forward(c), {d.x, d.w, d.b}, p, where);
+    const std::string where = c.str() + pattern_name(p, 3);
+    auto r = compare_with_stock(forward(c), {d.x, d.w, d.b}, p, where);
     if (!r) continue;  // stock itself rejects this configuration (dtype on this CPU)
     if (!rw && (rx || rb)) EXPECT_EQ(r.ours.grad_fn, "MemsaveConvolutionBackward") << where;
     else EXPECT_EQ(r.ours.grad_fn, r.stock.grad_fn) << where;
@@ -134,8 +135,10 @@ TEST(Conv, BFloat16AndPadding) {
 TEST(Conv, PaddingSameThroughConv2d) {
   at::manual_seed(0);
   const at::Tensor x = at::randn({2, 3, 8, 8}), w = at::randn({5, 3, 4, 4});
-  auto same = [](std::vector<at::Tensor>& a) { return std::vector<at::Tensor>{at::conv2d(a[0], a[1], {}, 1, "same", 2)}; };
-  EXPECT_TRUE(memsave_test::compare_with_stock(same, {to_test_device(x), to_test_device(w)}, 1, "padding same"));
+  auto same = [](std::vector<at::Tensor>& a) {
+    return std::vector<at::Tensor>{at::conv2d(a[0], a[1], {}, 1, "same", 2)};
+  };
+  EXPECT_TRUE(compare_with_stock(same, {to_test_device(x), to_test_device(w)}, 1, "padding same"));
 }
 
 TEST(Conv, SpecialValues) {
@@ -143,17 +146,17 @@ TEST(Conv, SpecialValues) {
   Data d = make_data(c);
   put_values(d.x, {{0, kNaN}, {5, kInf}, {9, -kInf}, {13, -0.0}});
   put_values(d.w, {{2, -0.0}});
-  auto r = memsave_test::compare_with_stock(forward(c), {d.x, d.w, d.b}, 0b101, "special values");
+  auto r = compare_with_stock(forward(c), {d.x, d.w, d.b}, 0b101, "special values");
   EXPECT_EQ(r.ours.grad_fn, "MemsaveConvolutionBackward");
 }
 
 TEST(Conv, CountsSubstitutionsAndBytes) {
   ConvCase c;
   Data d = make_data(c);
-  auto before = memsave_test::stats();
+  auto before = stats();
   at::Tensor x = d.x.clone().requires_grad_(true);
   with_memsave(true, [&] { return conv(c, x, d.w, d.b); });
-  auto after = memsave_test::stats();
+  auto after = stats();
   EXPECT_EQ(after.substituted[MEMSAVE_FAMILY_CONV], before.substituted[MEMSAVE_FAMILY_CONV] + 1);
   const uint64_t xb = x.numel() * 4, wb = d.w.numel() * 4;
   EXPECT_EQ(after.bytes_kept - before.bytes_kept, wb);
@@ -185,7 +188,7 @@ TEST(Conv, StockMkldnnBackwardDataBug) {
     const at::Tensor x = at::randn(s.x), w = at::randn(s.w);
     const int dim = static_cast<int>(s.x.size()) - 2;
     auto input_grad = [&](const at::Tensor& xv, const at::Tensor& wv, bool mkldnn) {
-      memsave_test::MkldnnGuard guard(mkldnn);
+      MkldnnGuard guard(mkldnn);
       at::Tensor leaf = xv.clone().requires_grad_(true);
       at::Tensor y = at::convolution(leaf, wv, {}, std::vector<int64_t>(dim, 1), std::vector<int64_t>(dim, 1),
                                      std::vector<int64_t>(dim, 1), false, std::vector<int64_t>(dim, 0), 1);

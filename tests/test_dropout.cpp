@@ -41,7 +41,7 @@ at::Tensor make_input(Input input, at::ScalarType dtype) {
   const Layout layout = input == Input::kChannelsLast ? Layout::kChannelsLast
                         : input == Input::kStrided    ? Layout::kStrided
                                                       : Layout::kContiguous;
-  return memsave_test::with_layout(to_test_device(at::randn({2, 3, 5, 6}).to(dtype)), layout);
+  return with_layout(to_test_device(at::randn({2, 3, 5, 6}).to(dtype)), layout);
 }
 
 // A dropout call on x: the result, which for in-place variants is x itself.
@@ -51,12 +51,12 @@ using DropFn = std::function<std::vector<at::Tensor>(at::Tensor&)>;
 // for in-place variants, so that the gradient still reaches the argument through an
 // identity), then draws the next random numbers (compared as one more output). The
 // incoming gradient is drawn afterwards.
-memsave_test::Forward forward(const DropFn& fn, bool inplace) {
+Forward forward(const DropFn& fn, bool inplace) {
   return [=](std::vector<at::Tensor>& a) {
     at::Tensor x = inplace ? a[0].clone() : a[0];
     at::manual_seed(7);
     std::vector<at::Tensor> outs = fn(x);
-    outs.push_back(at::rand({8}, at::TensorOptions().device(memsave_test::test_device())));
+    outs.push_back(at::rand({8}, at::TensorOptions().device(test_device())));
     return outs;
   };
 }
@@ -66,15 +66,15 @@ at::Tensor next_random_grad(const at::Tensor& y) {
 }
 
 struct Counted {
-  memsave_test::Run run;
+  Run run;
   uint64_t substituted = 0, passthrough = 0;
 };
 
 Counted run(const DropFn& fn, Input input, at::ScalarType dtype, bool inplace, bool on) {
-  const auto before = memsave_test::stats();
+  const auto before = stats();
   Counted r;
-  r.run = memsave_test::run_once(on, forward(fn, inplace), {make_input(input, dtype)}, 1, next_random_grad);
-  const auto after = memsave_test::stats();
+  r.run = run_once(on, forward(fn, inplace), {make_input(input, dtype)}, 1, next_random_grad);
+  const auto after = stats();
   r.substituted = after.substituted[MEMSAVE_FAMILY_DROPOUT] - before.substituted[MEMSAVE_FAMILY_DROPOUT];
   r.passthrough = after.passthrough[MEMSAVE_FAMILY_DROPOUT] - before.passthrough[MEMSAVE_FAMILY_DROPOUT];
   return r;
@@ -83,9 +83,10 @@ Counted run(const DropFn& fn, Input input, at::ScalarType dtype, bool inplace, b
 // Compares stock and libmemsave; returns the number of substitutions libmemsave made.
 uint64_t check(const DropFn& fn, Input input, at::ScalarType dtype, bool inplace, const std::string& where) {
   Counted stock = run(fn, input, dtype, inplace, false), ours = run(fn, input, dtype, inplace, true);
-  memsave_test::expect_equal_runs(stock.run, ours.run, where);
+  expect_equal_runs(stock.run, ours.run, where);
   EXPECT_EQ(stock.substituted, 0u) << where;
-  if (ours.substituted) EXPECT_NE(ours.run.grad_fn.find("Memsave"), std::string::npos) << where << " " << ours.run.grad_fn;
+  if (ours.substituted)
+    EXPECT_NE(ours.run.grad_fn.find("Memsave"), std::string::npos) << where << " " << ours.run.grad_fn;
   else EXPECT_EQ(stock.run.grad_fn, ours.run.grad_fn) << where;
   return ours.substituted;
 }
@@ -103,7 +104,8 @@ TEST(Dropout, EqualityGrid) {
     for (bool train : {true, false})
       for (bool inplace : {false, true})
         for (at::ScalarType dtype : {at::kFloat, at::kDouble, at::kBFloat16})
-          for (Input layout : {Input::kContiguous, Input::kChannelsLast, Input::kStrided, Input::kScalar, Input::kEmpty}) {
+          for (Input layout :
+               {Input::kContiguous, Input::kChannelsLast, Input::kStrided, Input::kScalar, Input::kEmpty}) {
             std::ostringstream where;
             where << (inplace ? "dropout_" : "dropout") << " p" << p << (train ? " train " : " eval ") << dtype
                   << " " << input_name(layout);
@@ -116,12 +118,12 @@ TEST(Dropout, EqualityGrid) {
             const bool expect = train && p > 0 && p < 1 && layout != Input::kEmpty && layout_ok;
             expected += expect;
             // On CUDA, dropout is native_dropout's fused kernel: the counts are the CPU's.
-            if (!memsave_test::on_cuda()) EXPECT_EQ(n, expect ? 1u : 0u) << where.str();
+            if (!on_cuda()) EXPECT_EQ(n, expect ? 1u : 0u) << where.str();
             substituted += n;
             ran++;
           }
   std::printf("Dropout.EqualityGrid: %d configurations compared, %d substituted\n", ran, substituted);
-  if (memsave_test::on_cuda()) return;
+  if (on_cuda()) return;
   EXPECT_EQ(substituted, expected);
   EXPECT_EQ(expected, TORCH_VERSION_MAJOR < 2 ? 3 * 2 * 3 * 4 : 3 * 3 * (2 + 3));
 }
@@ -153,7 +155,7 @@ TEST(Dropout, SpecialValues) {
       return {inplace ? at::dropout_(x, 0.5, true) : at::dropout(x, 0.5, true)};
     };
     auto f = [&](std::vector<at::Tensor>& a) { at::Tensor x = inplace ? a[0].clone() : a[0]; return fn(x); };
-    EXPECT_TRUE(memsave_test::compare_with_stock(f, {to_test_device(data)}, 1, inplace ? "dropout_" : "dropout",
+    EXPECT_TRUE(compare_with_stock(f, {to_test_device(data)}, 1, inplace ? "dropout_" : "dropout",
                                                  grad_with_specials));
   }
 }
@@ -253,16 +255,16 @@ TEST(Dropout, DoubleBackwardEveryKind) {
                                                  {native_dropout(0.4, c10::nullopt), false}};
   int kind = 0;
   for (const auto& [fn, inplace] : fns)
-    EXPECT_TRUE(memsave_test::compare_double_backward(forward(fn, inplace), {make_input(Input::kContiguous, at::kDouble)},
+    EXPECT_TRUE(compare_double_backward(forward(fn, inplace), {make_input(Input::kContiguous, at::kDouble)},
                                                       1, "kind " + std::to_string(kind++)));
 }
 
 TEST(Dropout, CountsBytes) {
   MEMSAVE_CPU_ONLY("dropout is native_dropout's fused kernel on CUDA");
   at::Tensor x = at::randn({1000}).requires_grad_(true);
-  auto before = memsave_test::stats();
+  auto before = stats();
   with_memsave(true, [&] { return at::dropout(x, 0.5, true); });
-  auto after = memsave_test::stats();
+  auto after = stats();
   EXPECT_EQ(after.bytes_kept - before.bytes_kept, 125u + 4u) << "1000 bits and the 0-dim value";
   EXPECT_EQ(after.bytes_stock - before.bytes_stock, 4000u) << "the float noise";
 }
@@ -271,25 +273,25 @@ TEST(Dropout, CountsBytes) {
 // mode) with frozen weights and an input that requires grad: stock's MulBackward0 nodes keep
 // float noise for the attention weights (batch x heads x seq x seq) and for three
 // activations; libmemsave keeps bits.
-memsave_test::Step encoder_step(bool on) {
+Step encoder_step(bool on) {
   at::manual_seed(0);
   torch::nn::TransformerEncoderLayer layer(torch::nn::TransformerEncoderLayerOptions(64, 4).dropout(0.1));
   layer->train();
   for (auto& p : layer->parameters()) p.requires_grad_(false);
   at::Tensor x = at::randn({128, 8, 64}).requires_grad_(true);  // (seq, batch, d_model)
   return with_memsave(on, [&] {
-    const int64_t base = memsave_test::step_start();
+    const int64_t base = step_start();
     at::manual_seed(42);
     at::Tensor y = layer->forward(x);
-    const int64_t alive = static_cast<int64_t>(memsave_test::stats().cpu_current_bytes) - base;
+    const int64_t alive = static_cast<int64_t>(stats().cpu_current_bytes) - base;
     y.pow(2).sum().backward();
-    return memsave_test::Step{memsave_test::peak_since(base), alive, {y.detach(), x.grad()}};
+    return Step{peak_since(base), alive, {y.detach(), x.grad()}};
   });
 }
 
 TEST(DropoutMemory, TransformerEncoderLayerPeakBelowStock) {
   MEMSAVE_CPU_ONLY("the peak is the CPU allocator's");
-  const auto [stock, ours] = memsave_test::expect_step_saves_memory(encoder_step, MEMSAVE_FAMILY_DROPOUT, 4);
+  const auto [stock, ours] = expect_step_saves_memory(encoder_step, MEMSAVE_FAMILY_DROPOUT, 4);
   std::printf(
       "TransformerEncoderLayer (seq 128, batch 8, d_model 64, 4 heads, ff 2048, dropout 0.1, frozen, input grad): "
       "peak stock %lld B, libmemsave %lld B, ratio %.3f; alive after forward: stock %lld B, libmemsave %lld B\n",

@@ -33,7 +33,7 @@ struct LinearCase {
   std::string str() const {
     std::ostringstream s;
     s << "batch" << at::IntArrayRef(batch) << " in" << in << " out" << out << (bias ? " bias" : "")
-      << " " << memsave_test::layout_name(input_layout)
+      << " " << layout_name(input_layout)
       << (weight_transposed ? " wT" : "") << (grad_transposed ? " gT" : "") << " " << dtype;
     return s.str();
   }
@@ -74,12 +74,12 @@ std::vector<at::Tensor> linear_forward(std::vector<at::Tensor>& a) { return {lin
 // gradient; returns how many ran (each through our node, counted).
 int check_case(const LinearCase& c, const Data& d) {
   int ran = 0;
-  for (unsigned p : memsave_test::requires_grad_patterns(3, c.bias ? 7 : 3, /*with_none=*/false)) {
-    const std::string where = c.str() + memsave_test::pattern_name(p, 3);
-    auto before = memsave_test::stats();
-    auto r = memsave_test::compare_with_stock(linear_forward, {d.x, d.w, d.b}, p, where,
+  for (unsigned p : requires_grad_patterns(3, c.bias ? 7 : 3, /*with_none=*/false)) {
+    const std::string where = c.str() + pattern_name(p, 3);
+    auto before = stats();
+    auto r = compare_with_stock(linear_forward, {d.x, d.w, d.b}, p, where,
                                               [&](const at::Tensor&) { return d.go; });
-    auto after = memsave_test::stats();
+    auto after = stats();
     EXPECT_EQ(r.ours.grad_fn, "MemsaveLinearBackward") << where;
     EXPECT_EQ(after.substituted[F], before.substituted[F] + 1) << where;
     ran++;
@@ -157,10 +157,11 @@ TEST(Linear, FallbacksAreCounted) {
                               {at::randn({2, 7, 3}).transpose(1, 2), false},
                               {at::randn({0, 7}), true}};                                 // empty
   for (const auto& f : cases) {
-    const std::vector<at::Tensor> args{to_test_device(f.x), to_test_device(w), f.bias ? to_test_device(b) : at::Tensor()};
-    auto before = memsave_test::stats();
-    auto r = memsave_test::compare_with_stock(linear_forward, args, 0b011, "fallback");
-    auto after = memsave_test::stats();
+    const std::vector<at::Tensor> args{to_test_device(f.x), to_test_device(w),
+                                       f.bias ? to_test_device(b) : at::Tensor()};
+    auto before = stats();
+    auto r = compare_with_stock(linear_forward, args, 0b011, "fallback");
+    auto after = stats();
     EXPECT_EQ(after.fallbacks[F], before.fallbacks[F] + 1) << f.x.sizes();
     EXPECT_EQ(r.ours.grad_fn, r.stock.grad_fn);
   }
@@ -173,7 +174,7 @@ TEST(Linear, DoubleBackwardAllTrainable) {
     LinearCase c;
     c.batch = batch;
     Data d = make_data(c);
-    EXPECT_TRUE(memsave_test::compare_double_backward(linear_forward, {d.x, d.w, d.b}, 0b111, c.str()));
+    EXPECT_TRUE(compare_double_backward(linear_forward, {d.x, d.w, d.b}, 0b111, c.str()));
   }
 }
 
@@ -198,9 +199,9 @@ TEST(Linear, CountsKeptBytesEqualToStock) {
   LinearCase c;
   Data d = make_data(c);
   at::Tensor x = d.x.clone().requires_grad_(true), w = d.w.clone().requires_grad_(true);
-  auto before = memsave_test::stats();
+  auto before = stats();
   with_memsave(true, [&] { return at::linear(x, w, d.b); });
-  auto after = memsave_test::stats();
+  auto after = stats();
   const uint64_t bytes = (x.numel() + w.numel()) * 4;
   EXPECT_EQ(after.bytes_kept - before.bytes_kept, bytes);
   EXPECT_EQ(after.bytes_stock - before.bytes_stock, bytes);
@@ -230,13 +231,13 @@ Mlp make_mlp(bool rx, bool rw) {
 std::pair<int64_t, double> mlp_step(bool on, Mlp& m) {
   return with_memsave(on, [&] {
     memsave_reset_peak();
-    const int64_t base = memsave_test::stats().cpu_current_bytes;
+    const int64_t base = stats().cpu_current_bytes;
     auto t0 = std::chrono::steady_clock::now();
     at::Tensor h = m.x;
     for (size_t i = 0; i < m.w.size(); i++) h = at::linear(h, m.w[i], m.b[i]);
     h.sum().backward();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const int64_t peak = static_cast<int64_t>(memsave_test::stats().cpu_peak_bytes) - base;
+    const int64_t peak = static_cast<int64_t>(stats().cpu_peak_bytes) - base;
     for (auto* list : {&m.w, &m.b})
       for (auto& t : *list) t.mutable_grad() = at::Tensor();
     m.x.mutable_grad() = at::Tensor();

@@ -21,18 +21,18 @@ constexpr int64_t kActivationBytes = kBatch * kChannels * kSize * kSize * 4;
 // 2.6 mkldnn bug of Note [mkldnn off on 2.x] does not matter, and with mkldnn off the
 // slow_conv2d path adds a 9-activation im2col buffer to every peak.
 int64_t step_peak(int depth, bool on) {
-  memsave_test::MkldnnGuard mkldnn(true);
+  MkldnnGuard mkldnn(true);
   at::manual_seed(0);
   std::vector<at::Tensor> weights;
   for (int i = 0; i < depth; i++) weights.push_back(at::randn({kChannels, kChannels, 3, 3}) * 0.1);
   at::Tensor x = at::randn({kBatch, kChannels, kSize, kSize}).requires_grad_(true);
   return with_memsave(on, [&] {
     memsave_reset_peak();
-    const int64_t base = memsave_test::stats().cpu_current_bytes;
+    const int64_t base = stats().cpu_current_bytes;
     at::Tensor h = x;
     for (const auto& w : weights) h = at::conv2d(h, w, {}, 1, 1);
     h.sum().backward();
-    return static_cast<int64_t>(memsave_test::stats().cpu_peak_bytes) - base;
+    return static_cast<int64_t>(stats().cpu_peak_bytes) - base;
   });
 }
 
@@ -55,9 +55,9 @@ TEST(Memory, PeakIsMeasuredWhenDisabled) {
   MEMSAVE_CPU_ONLY("the CPU allocator's counters");
   // Stock runs are measured by the same counting allocator (memsave ab's A runs).
   memsave_reset_peak();
-  const auto before = memsave_test::stats();
+  const auto before = stats();
   { at::Tensor t = at::empty({1 << 20}); }
-  const auto after = memsave_test::stats();
+  const auto after = stats();
   EXPECT_GE(after.cpu_peak_bytes, before.cpu_current_bytes + (4u << 20));
   EXPECT_EQ(after.cpu_current_bytes, before.cpu_current_bytes);
 }
@@ -95,9 +95,9 @@ StandInRun stand_in_run(int which, bool channels_last, bool on) {
       }
     }
     memsave_reset_peak();
-    const int64_t base = memsave_test::stats().cpu_current_bytes;
+    const int64_t base = stats().cpu_current_bytes;
     r.gx = torch::autograd::grad({y.sum()}, {x})[0];
-    r.backward_peak = static_cast<int64_t>(memsave_test::stats().cpu_peak_bytes) - base;
+    r.backward_peak = static_cast<int64_t>(stats().cpu_peak_bytes) - base;
     return r;
   });
 }

@@ -36,10 +36,10 @@ at::Tensor make_input(int dims, bool batched, Layout layout, at::ScalarType dtyp
   if (batched) sizes.insert(sizes.begin(), 2);
   const Ints spatial = dims == 1 ? Ints{9} : dims == 2 ? Ints{7, 8} : Ints{5, 6, 7};
   sizes.insert(sizes.end(), spatial.begin(), spatial.end());
-  return memsave_test::with_layout(to_test_device(at::randn(sizes).to(dtype)), layout);
+  return with_layout(to_test_device(at::randn(sizes).to(dtype)), layout);
 }
 
-memsave_test::Forward forward(const PoolFn& fn) {
+Forward forward(const PoolFn& fn) {
   return [fn](std::vector<at::Tensor>& a) { return fn(a[0]); };
 }
 
@@ -47,9 +47,9 @@ memsave_test::Forward forward(const PoolFn& fn) {
 // contiguous; returns false when stock rejects the configuration.
 bool check_once(const PoolFn& fn, const at::Tensor& data, const std::string& where, int expect_substituted,
                 bool contiguous_go) {
-  const auto before = memsave_test::stats();
-  auto r = memsave_test::compare_with_stock(forward(fn), {data}, 1, where, memsave_test::random_grad(99, !contiguous_go));
-  const auto after = memsave_test::stats();
+  const auto before = stats();
+  auto r = compare_with_stock(forward(fn), {data}, 1, where, random_grad(99, !contiguous_go));
+  const auto after = stats();
   if (!r) return false;
   EXPECT_EQ(after.substituted[MEMSAVE_FAMILY_POOL] - before.substituted[MEMSAVE_FAMILY_POOL],
             static_cast<uint64_t>(expect_substituted))
@@ -65,10 +65,10 @@ bool check(const PoolFn& fn, const at::Tensor& data, const std::string& where, i
 }
 
 // libmemsave's run, with the bytes its nodes kept.
-std::pair<memsave_test::Run, uint64_t> run_ours(const PoolFn& fn, const at::Tensor& data) {
-  const auto before = memsave_test::stats();
-  memsave_test::Run r = memsave_test::run_once(true, forward(fn), {data}, 1, memsave_test::random_grad());
-  return {r, memsave_test::stats().bytes_kept - before.bytes_kept};
+std::pair<Run, uint64_t> run_ours(const PoolFn& fn, const at::Tensor& data) {
+  const auto before = stats();
+  Run r = run_once(true, forward(fn), {data}, 1, random_grad());
+  return {r, stats().bytes_kept - before.bytes_kept};
 }
 
 std::string str(const Ints& v) {
@@ -350,20 +350,20 @@ TEST(Pool, DoubleBackwardEveryKind) {
         at::Tensor data = make_input(dims, true, dims == 1 ? Layout::kContiguous : layout, at::kDouble);
         const std::string where = name + (layout == Layout::kChannelsLast ? " cl" : "") +
                                   (through_output ? " y.pow(2)" : " y.sum()");
-        memsave_test::compare_double_backward(forward(fn), {data}, 1, where, through_output);
+        compare_double_backward(forward(fn), {data}, 1, where, through_output);
       }
 }
 
 TEST(Pool, CountsBytes) {
   at::Tensor x = make_input(2, true, Layout::kContiguous, at::kFloat).requires_grad_(true);
-  auto before = memsave_test::stats();
+  auto before = stats();
   at::Tensor y = with_memsave(true, [&] { return at::max_pool2d(x, {2}); });
-  auto after = memsave_test::stats();
+  auto after = stats();
   EXPECT_EQ(after.bytes_kept - before.bytes_kept, static_cast<uint64_t>(y.numel()));
   EXPECT_EQ(after.bytes_stock - before.bytes_stock, static_cast<uint64_t>(x.numel() * 4 + y.numel() * 8));
   before = after;
   with_memsave(true, [&] { return at::adaptive_avg_pool2d(x, {1, 1}); });
-  after = memsave_test::stats();
+  after = stats();
   EXPECT_EQ(after.bytes_kept - before.bytes_kept, 0u);
   EXPECT_EQ(after.bytes_stock - before.bytes_stock, static_cast<uint64_t>(kMeanSubstituted ? x.numel() * 4 : 0));
 }
@@ -372,7 +372,7 @@ TEST(Pool, CountsBytes) {
 // 2x2 max-pools, input that requires grad. ReLU is stock in this branch, so what is saved
 // comes from the pools (int64 indices become one byte, the input is not kept) and from the
 // convolutions (their inputs, the pools' outputs, are not kept).
-memsave_test::Step vgg_step(bool on) {
+Step vgg_step(bool on) {
   at::manual_seed(0);
   const std::vector<int64_t> cfg{64, 0, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0};  // 0: max-pool
   std::vector<at::Tensor> weights, biases;
@@ -386,7 +386,7 @@ memsave_test::Step vgg_step(bool on) {
   at::Tensor classifier = at::randn({10, 512}) * 0.05;
   at::Tensor x = at::randn({8, 3, 32, 32}).requires_grad_(true);
   return with_memsave(on, [&] {
-    const int64_t base = memsave_test::step_start();
+    const int64_t base = step_start();
     at::Tensor h = x;
     size_t layer = 0;
     for (int64_t c : cfg) {
@@ -399,13 +399,13 @@ memsave_test::Step vgg_step(bool on) {
     }
     at::Tensor loss = at::linear(h.flatten(1), classifier).pow(2).sum();
     loss.backward();
-    return memsave_test::Step{memsave_test::peak_since(base), 0, {loss.detach(), x.grad()}};
+    return Step{peak_since(base), 0, {loss.detach(), x.grad()}};
   });
 }
 
 TEST(PoolMemory, Vgg11PeakBelowStock) {
   MEMSAVE_CPU_ONLY("the peak is the CPU allocator's");
-  const auto [stock, ours] = memsave_test::expect_step_saves_memory(vgg_step, MEMSAVE_FAMILY_POOL, 5);
+  const auto [stock, ours] = expect_step_saves_memory(vgg_step, MEMSAVE_FAMILY_POOL, 5);
   std::printf("VGG-11 (batch 8, 32x32, frozen, input grad): peak stock %lld B, libmemsave %lld B, ratio %.3f\n",
               (long long)stock.peak, (long long)ours.peak, (double)ours.peak / (double)stock.peak);
 }

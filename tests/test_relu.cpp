@@ -83,7 +83,16 @@ void put_specials(at::Tensor& flat, const std::vector<double>& bounds, bool nan)
 // (65536), not a multiple of it nor of 8, so that backward crosses piece boundaries.
 // kSliceTransposed: every other channel, channels and width swapped (neither dense nor in
 // order). The others are the harness's layouts of a 2x3x6x7 input.
-enum class Geometry { kContiguous, kChannelsLast, kStrided, kExpanded, kSliceTransposed, kSmall, kLarge, kLargeChannelsLast };
+enum class Geometry {
+  kContiguous,
+  kChannelsLast,
+  kStrided,
+  kExpanded,
+  kSliceTransposed,
+  kSmall,
+  kLarge,
+  kLargeChannelsLast
+};
 enum class Input { kLeaf, kNonLeaf, kNoGrad };
 
 struct Case {
@@ -126,7 +135,7 @@ at::Tensor make_input(const Case& c, const OpCase& op) {
 
 // The operator on the argument (a leaf, or a clone of it: in-place ops need a non-leaf, and a
 // clone keeps the values and a dense layout); the version of what it ran on goes to `versions`.
-memsave_test::Forward forward(const OpCase& op, Input input, std::vector<int64_t>* versions = nullptr) {
+Forward forward(const OpCase& op, Input input, std::vector<int64_t>* versions = nullptr) {
   return [=, &op](std::vector<at::Tensor>& a) {
     at::Tensor h = input == Input::kLeaf && !op.inplace ? a[0] : a[0].clone();
     at::Tensor y = op.fn(h);
@@ -138,7 +147,7 @@ memsave_test::Forward forward(const OpCase& op, Input input, std::vector<int64_t
 // A random incoming gradient with NaN, -0.0 and infinities (also around the first piece
 // boundary of a chunked backward), in the output's channels_last strides for
 // kLargeChannelsLast (the chunked path too); or what y.sum() sends.
-memsave_test::GradOut grad_out(const Case& c) {
+GradOut grad_out(const Case& c) {
   if (c.sum_backward) return memsave_test::sum_grad;
   return [c](const at::Tensor& y) {
     at::manual_seed(7);
@@ -161,10 +170,10 @@ int check(const OpCase& op, const Case& c, std::vector<std::string>* fallbacks) 
   // then neither runs, as where stock lacks the operator's kernel.
   const std::string no_input = error_of([&] { x = make_input(c, op); });
   if (!no_input.empty()) return c.input == Input::kNoGrad ? 0 : -1;
-  auto before = memsave_test::stats();
-  auto r = memsave_test::compare_with_stock(forward(op, c.input, &versions), {x}, c.input == Input::kNoGrad ? 0 : 1,
+  auto before = stats();
+  auto r = compare_with_stock(forward(op, c.input, &versions), {x}, c.input == Input::kNoGrad ? 0 : 1,
                                             where, grad_out(c));
-  auto after = memsave_test::stats();
+  auto after = stats();
   if (versions.size() == 2) EXPECT_EQ(versions[0], versions[1]) << where << " version";
   const bool substituted = r.ours.grad_fn == op.node;
   if (!substituted) {
@@ -224,10 +233,10 @@ TEST(Relu, HardtanhNaNOnCpuFallsBackAndIsCounted) {
     if (!op.hardtanh) continue;
     Case c;
     c.nan = true;
-    auto before = memsave_test::stats();
+    auto before = stats();
     std::vector<std::string> fallbacks;
     check(op, c, &fallbacks);
-    auto after = memsave_test::stats();
+    auto after = stats();
     EXPECT_EQ(fallbacks.size(), 1u) << op.name;
     EXPECT_EQ(after.fallbacks[F], before.fallbacks[F] + 1) << op.name;
   }
@@ -255,7 +264,7 @@ TEST(Relu, DoubleBackwardEveryOperatorCase) {
       for (Geometry geometry : {Geometry::kContiguous, Geometry::kChannelsLast}) {
         Case c;
         c.dtype = dtype, c.geometry = geometry, c.nan = !op.hardtanh;
-        compared += memsave_test::compare_double_backward(forward(op, Input::kLeaf), {make_input(c, op)}, 1,
+        compared += compare_double_backward(forward(op, Input::kLeaf), {make_input(c, op)}, 1,
                                                           op.name + " " + c.str());
       }
   EXPECT_GE(compared, 100);
@@ -335,9 +344,9 @@ TEST(Relu, InPlaceOnLeafFallsBackWithStockError) {
         return error_of([&] { op.fn(x); });
       });
     };
-    auto before = memsave_test::stats();
+    auto before = stats();
     const std::string stock = attempt(false), ours = attempt(true);
-    auto after = memsave_test::stats();
+    auto after = stats();
     EXPECT_NE(stock.find("a leaf Variable that requires grad is being used in an in-place operation"), std::string::npos);
     EXPECT_EQ(stock, ours) << op.name;
     EXPECT_EQ(after.fallbacks[F], before.fallbacks[F] + 1) << op.name;
@@ -356,10 +365,10 @@ TEST(Relu, InPlaceOnViewFallsBackAsStock) {
       (base * w).sum().backward();
       return std::make_tuple(base.detach(), x.grad(), grad_fn_name(base), v._version());
     };
-    auto before = memsave_test::stats();
+    auto before = stats();
     auto stock = with_memsave(false, once);
     auto ours = with_memsave(true, once);
-    auto after = memsave_test::stats();
+    auto after = stats();
     EXPECT_TRUE(bitwise_equal(std::get<0>(stock), std::get<0>(ours))) << op.name;
     EXPECT_TRUE(bitwise_equal(std::get<1>(stock), std::get<1>(ours))) << op.name;
     EXPECT_EQ(std::get<2>(ours), "torch::autograd::CopySlices") << op.name;
@@ -404,9 +413,9 @@ TEST(Relu, KeepsOneBitPerElement) {
   at::Tensor x = at::randn({N}).requires_grad_(true);
   auto kept = [&](bool on, const std::function<at::Tensor(const at::Tensor&)>& op) {
     return with_memsave(on, [&] {
-      const auto before = memsave_test::stats();
+      const auto before = stats();
       at::Tensor s = op(x * 2).sum();  // the product is freed; only what the graph keeps stays
-      const auto after = memsave_test::stats();
+      const auto after = stats();
       return std::make_tuple(after.cpu_current_bytes - before.cpu_current_bytes, after.bytes_kept - before.bytes_kept,
                              after.bytes_stock - before.bytes_stock);
     });
@@ -437,11 +446,11 @@ int64_t chain_peak(bool on, int depth) {
   at::Tensor x = at::randn({N}).requires_grad_(true);
   return with_memsave(on, [&] {
     memsave_reset_peak();
-    const int64_t base = memsave_test::stats().cpu_current_bytes;
+    const int64_t base = stats().cpu_current_bytes;
     at::Tensor h = x * 2;
     for (int i = 0; i < depth; i++) h = at::relu(h) * 2;  // a product by a scalar keeps nothing
     h.sum().backward();
-    return memsave_test::stats().cpu_peak_bytes - base;
+    return stats().cpu_peak_bytes - base;
   });
 }
 
@@ -467,7 +476,7 @@ std::pair<int64_t, int64_t> all_trainable(bool on, int64_t* mask_bytes) {
   at::Tensor x = at::randn({4, 16, 32, 32});
   return with_memsave(on, [&] {
     memsave_reset_peak();
-    const int64_t base = memsave_test::stats().cpu_current_bytes;
+    const int64_t base = stats().cpu_current_bytes;
     at::Tensor h = x;
     *mask_bytes = 0;
     for (const auto& w : weights) {
@@ -476,9 +485,9 @@ std::pair<int64_t, int64_t> all_trainable(bool on, int64_t* mask_bytes) {
       *mask_bytes += (h.numel() + 7) / 8;
     }
     at::Tensor s = h.sum();
-    const int64_t live = memsave_test::stats().cpu_current_bytes - base;
+    const int64_t live = stats().cpu_current_bytes - base;
     s.backward();
-    return std::make_pair(live, memsave_test::stats().cpu_peak_bytes - base);
+    return std::make_pair(live, stats().cpu_peak_bytes - base);
   });
 }
 
@@ -507,9 +516,9 @@ int64_t relu_backward_extra(bool on, at::ScalarType dtype, bool channels_last, b
     at::Tensor y = inplace ? at::relu_(h) : at::relu(h);
     at::Tensor go = at::randn_like(y);
     memsave_reset_peak();
-    const int64_t base = memsave_test::stats().cpu_current_bytes;
+    const int64_t base = stats().cpu_current_bytes;
     at::Tensor gx = torch::autograd::grad({y}, {x}, {go})[0];
-    return memsave_test::stats().cpu_peak_bytes - base;
+    return stats().cpu_peak_bytes - base;
   });
 }
 

@@ -122,9 +122,9 @@ std::pair<int64_t, at::Tensor> backward_peak(Op op) {
   at::Tensor x = to_test_device(at::randn({kN, kC, kH, kW}) * 3).requires_grad_(true);
   at::Tensor loss = (apply(op, x, p) * p.weight).sum();
   memsave_reset_peak();
-  const int64_t base = memsave_test::stats().cpu_current_bytes;
+  const int64_t base = stats().cpu_current_bytes;
   loss.backward();
-  return {memsave_test::stats().cpu_peak_bytes - base, x.grad()};
+  return {stats().cpu_peak_bytes - base, x.grad()};
 }
 
 // Stock's step holds the incoming gradient and its result (batch norm in 1.13: and a second,
@@ -179,7 +179,7 @@ TEST(Reuse, BatchNormPiecesMatchStockOverShapes) {
     auto run_bn = [&] {
       at::manual_seed(5);
       const int64_t c = s.sizes[1];
-      auto o = at::TensorOptions().dtype(s.dtype).device(memsave_test::test_device());
+      auto o = at::TensorOptions().dtype(s.dtype).device(test_device());
       at::Tensor w = at::rand({c}, o) + 0.5, b = at::randn({c}, o), rm = at::randn({c}, o),
                  rv = at::rand({c}, o) + 0.25;
       at::Tensor x = (at::randn(s.sizes, o) * 3).requires_grad_(true);

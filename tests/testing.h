@@ -272,7 +272,8 @@ inline void expect_equal_runs(const Run& stock, const Run& ours, const std::stri
     EXPECT_TRUE(bitwise_equal(stock.outs[i], ours.outs[i])) << where << " output " << i;
   for (size_t i = 0; i < std::min(stock.grads.size(), ours.grads.size()); i++)
     EXPECT_TRUE(bitwise_equal(stock.grads[i], ours.grads[i])) << where << " grad of argument " << i;
-  for (size_t i : buffers) EXPECT_TRUE(bitwise_equal(stock.leaves.at(i), ours.leaves.at(i))) << where << " buffer " << i;
+  for (size_t i : buffers)
+    EXPECT_TRUE(bitwise_equal(stock.leaves.at(i), ours.leaves.at(i))) << where << " buffer " << i;
 }
 
 // Stock's and libmemsave's runs of one case; false when stock itself rejected the call.
