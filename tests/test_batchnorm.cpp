@@ -289,7 +289,9 @@ TEST(BatchNorm, TrainableWeightIsPassthrough) {
   auto before = stats();
   at::Tensor y = with_memsave(true, [&] { return bn(c, x, w, d.b, d.rm.clone(), d.rv.clone()); });
   auto after = stats();
-  if (!on_cuda()) EXPECT_EQ(grad_fn_name(y), "NativeBatchNormBackward0");
+  if (!on_cuda()) {
+    EXPECT_EQ(grad_fn_name(y), "NativeBatchNormBackward0");
+  }
   EXPECT_EQ(after.passthrough[F], before.passthrough[F] + 1);
 }
 

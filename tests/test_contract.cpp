@@ -204,7 +204,9 @@ TEST_P(Contract, NoNodeUnderNoGradOrInferenceModeNoOursWhenDisabled) {
   });
   const std::string stock = with_memsave(false, [&] { return grad_fn_name(call(row).y()); });
   EXPECT_FALSE(is_ours(stock)) << stock;
-  if (!on_cuda()) EXPECT_EQ(stock, row.stock_node);
+  if (!on_cuda()) {
+    EXPECT_EQ(stock, row.stock_node);
+  }
 }
 
 TEST_P(Contract, SecondBackwardRaisesStockError) {
@@ -316,7 +318,9 @@ TEST_P(Contract, ForwardModeAdGoesToStockCounted) {
   c.outs = with_memsave(true, [&] { return row.forward(c); });
   const auto after = stats();
   EXPECT_FALSE(is_ours(grad_fn_name(c.y()))) << grad_fn_name(c.y());
-  if (!on_cuda()) EXPECT_EQ(grad_fn_name(c.y()), row.stock_node);
+  if (!on_cuda()) {
+    EXPECT_EQ(grad_fn_name(c.y()), row.stock_node);
+  }
   EXPECT_TRUE(std::get<1>(at::_unpack_dual(c.y(), level)).defined()) << "stock computes the tangent";
   EXPECT_EQ(after.fallbacks[row.family], before.fallbacks[row.family] + 1);
   torch::autograd::ForwardADLevel::release_idx(level);

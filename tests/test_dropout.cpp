@@ -118,7 +118,9 @@ TEST(Dropout, EqualityGrid) {
             const bool expect = train && p > 0 && p < 1 && layout != Input::kEmpty && layout_ok;
             expected += expect;
             // On CUDA, dropout is native_dropout's fused kernel: the counts are the CPU's.
-            if (!on_cuda()) EXPECT_EQ(n, expect ? 1u : 0u) << where.str();
+            if (!on_cuda()) {
+              EXPECT_EQ(n, expect ? 1u : 0u) << where.str();
+            }
             substituted += n;
             ran++;
           }

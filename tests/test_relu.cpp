@@ -174,7 +174,9 @@ int check(const OpCase& op, const Case& c, std::vector<std::string>* fallbacks) 
   auto r = compare_with_stock(forward(op, c.input, &versions), {x}, c.input == Input::kNoGrad ? 0 : 1,
                                             where, grad_out(c));
   auto after = stats();
-  if (versions.size() == 2) EXPECT_EQ(versions[0], versions[1]) << where << " version";
+  if (versions.size() == 2) {
+    EXPECT_EQ(versions[0], versions[1]) << where << " version";
+  }
   const bool substituted = r.ours.grad_fn == op.node;
   if (!substituted) {
     EXPECT_EQ(r.ours.grad_fn, r.stock.grad_fn) << where;
@@ -191,7 +193,9 @@ int check(const OpCase& op, const Case& c, std::vector<std::string>* fallbacks) 
     if (c.input != Input::kNoGrad && !no_kernel) fallbacks->push_back(where);
     if (no_kernel) return c.input == Input::kNoGrad ? 0 : -1;
   }
-  if (substituted) EXPECT_EQ(after.substituted[F], before.substituted[F] + 1) << where;
+  if (substituted) {
+    EXPECT_EQ(after.substituted[F], before.substituted[F] + 1) << where;
+  }
   return substituted ? 1 : 0;
 }
 
