@@ -230,14 +230,13 @@ Mlp make_mlp(bool rx, bool rw) {
 // Peak CPU tensor bytes above the bytes alive before the step, and the step's seconds.
 std::pair<int64_t, double> mlp_step(bool on, Mlp& m) {
   return with_memsave(on, [&] {
-    memsave_reset_peak();
-    const int64_t base = stats().cpu_current_bytes;
+    const int64_t base = step_start();
     auto t0 = std::chrono::steady_clock::now();
     at::Tensor h = m.x;
     for (size_t i = 0; i < m.w.size(); i++) h = at::linear(h, m.w[i], m.b[i]);
     h.sum().backward();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const int64_t peak = static_cast<int64_t>(stats().cpu_peak_bytes) - base;
+    const int64_t peak = peak_since(base);
     for (auto* list : {&m.w, &m.b})
       for (auto& t : *list) t.mutable_grad() = at::Tensor();
     m.x.mutable_grad() = at::Tensor();

@@ -27,12 +27,11 @@ int64_t step_peak(int depth, bool on) {
   for (int i = 0; i < depth; i++) weights.push_back(at::randn({kChannels, kChannels, 3, 3}) * 0.1);
   at::Tensor x = at::randn({kBatch, kChannels, kSize, kSize}).requires_grad_(true);
   return with_memsave(on, [&] {
-    memsave_reset_peak();
-    const int64_t base = stats().cpu_current_bytes;
+    const int64_t base = step_start();
     at::Tensor h = x;
     for (const auto& w : weights) h = at::conv2d(h, w, {}, 1, 1);
     h.sum().backward();
-    return static_cast<int64_t>(stats().cpu_peak_bytes) - base;
+    return peak_since(base);
   });
 }
 
@@ -94,10 +93,9 @@ StandInRun stand_in_run(int which, bool channels_last, bool on) {
         default: y = at::max_pool2d(channels_last ? h : h.slice(3, 0, 48, 2), {3, 3}, {2, 2}, {1, 1}); break;
       }
     }
-    memsave_reset_peak();
-    const int64_t base = stats().cpu_current_bytes;
+    const int64_t base = step_start();
     r.gx = torch::autograd::grad({y.sum()}, {x})[0];
-    r.backward_peak = static_cast<int64_t>(stats().cpu_peak_bytes) - base;
+    r.backward_peak = peak_since(base);
     return r;
   });
 }

@@ -449,12 +449,11 @@ int64_t chain_peak(bool on, int depth) {
   at::manual_seed(0);
   at::Tensor x = at::randn({N}).requires_grad_(true);
   return with_memsave(on, [&] {
-    memsave_reset_peak();
-    const int64_t base = stats().cpu_current_bytes;
+    const int64_t base = step_start();
     at::Tensor h = x * 2;
     for (int i = 0; i < depth; i++) h = at::relu(h) * 2;  // a product by a scalar keeps nothing
     h.sum().backward();
-    return stats().cpu_peak_bytes - base;
+    return peak_since(base);
   });
 }
 
@@ -479,8 +478,7 @@ std::pair<int64_t, int64_t> all_trainable(bool on, int64_t* mask_bytes) {
   for (int i = 0; i < 6; i++) weights.push_back((at::randn({16, 16, 3, 3}) * 0.1).requires_grad_(true));
   at::Tensor x = at::randn({4, 16, 32, 32});
   return with_memsave(on, [&] {
-    memsave_reset_peak();
-    const int64_t base = stats().cpu_current_bytes;
+    const int64_t base = step_start();
     at::Tensor h = x;
     *mask_bytes = 0;
     for (const auto& w : weights) {
@@ -491,7 +489,7 @@ std::pair<int64_t, int64_t> all_trainable(bool on, int64_t* mask_bytes) {
     at::Tensor s = h.sum();
     const int64_t live = stats().cpu_current_bytes - base;
     s.backward();
-    return std::make_pair(live, stats().cpu_peak_bytes - base);
+    return std::make_pair(live, peak_since(base));
   });
 }
 
@@ -519,10 +517,9 @@ int64_t relu_backward_extra(bool on, at::ScalarType dtype, bool channels_last, b
     at::Tensor h = x.clone();  // a non-leaf, so that relu_ may run in place; its backward allocates nothing
     at::Tensor y = inplace ? at::relu_(h) : at::relu(h);
     at::Tensor go = at::randn_like(y);
-    memsave_reset_peak();
-    const int64_t base = stats().cpu_current_bytes;
+    const int64_t base = step_start();
     at::Tensor gx = torch::autograd::grad({y}, {x}, {go})[0];
-    return stats().cpu_peak_bytes - base;
+    return peak_since(base);
   });
 }
 

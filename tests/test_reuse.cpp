@@ -121,10 +121,9 @@ std::pair<int64_t, at::Tensor> backward_peak(Op op) {
   at::manual_seed(7);
   at::Tensor x = to_test_device(at::randn({kN, kC, kH, kW}) * 3).requires_grad_(true);
   at::Tensor loss = (apply(op, x, p) * p.weight).sum();
-  memsave_reset_peak();
-  const int64_t base = stats().cpu_current_bytes;
+  const int64_t base = step_start();
   loss.backward();
-  return {stats().cpu_peak_bytes - base, x.grad()};
+  return {peak_since(base), x.grad()};
 }
 
 // Stock's step holds the incoming gradient and its result (batch norm in 1.13: and a second,
