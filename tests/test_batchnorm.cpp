@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
 // test_batchnorm: batch norm with libmemsave against stock, bit for bit (outputs, gradients,
-// running statistics), over shapes, layouts, dtypes, modes and every requires_grad
-// pattern; stock's autograd semantics kept; the memory saved.
+// running statistics), over shapes, layouts, dtypes, modes and every requires_grad pattern
+// (run and compared by tests/testing.h); what is special to batch norm; the memory saved.
+// The node contract is in test_contract.
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>
-#include <torch/csrc/autograd/forward_grad.h>
 #include <torch/csrc/autograd/function.h>
 
 #include <algorithm>
@@ -18,10 +18,7 @@
 
 namespace {
 
-using memsave_test::bitwise_equal;
-using memsave_test::error_of;
-using memsave_test::grad_fn_name;
-using memsave_test::with_memsave;
+using namespace memsave_test;  // the harness: tests/testing.h
 
 constexpr auto F = MEMSAVE_FAMILY_BATCHNORM;
 
@@ -53,9 +50,7 @@ Data make_data(const BnCase& c) {
   for (int i = 2; i < c.input_dim; i++) xs.push_back(i == 2 ? 6 : 4);
   auto opts = at::TensorOptions().dtype(c.dtype);
   Data d;
-  d.x = at::randn(xs, opts) * 3 + 1;
-  if (c.channels_last) d.x = d.x.contiguous(c.input_dim == 4 ? at::MemoryFormat::ChannelsLast
-                                                              : at::MemoryFormat::ChannelsLast3d);
+  d.x = with_layout(at::randn(xs, opts) * 3 + 1, c.channels_last ? Layout::kChannelsLast : Layout::kContiguous);
   if (c.affine) {
     d.w = at::rand({channels}, opts) + 0.5;
     d.b = at::randn({channels}, opts);
@@ -65,6 +60,7 @@ Data make_data(const BnCase& c) {
     d.rv = at::rand({channels}, opts) + 0.5;
   }
   d.go = at::randn(xs, opts);
+  for (at::Tensor* t : {&d.x, &d.w, &d.b, &d.rm, &d.rv, &d.go}) *t = to_test_device(*t);
   return d;
 }
 
@@ -73,33 +69,12 @@ at::Tensor bn(const BnCase& c, const at::Tensor& x, const at::Tensor& w, const a
   return at::batch_norm(x, w, b, rm, rv, c.training, /*momentum=*/0.1, /*eps=*/1e-5, /*cudnn_enabled=*/true);
 }
 
-struct Run {
-  at::Tensor y, gx, gw, gb, rm, rv;
-  std::string grad_fn;
-};
-
-// Clones keep the memory format, so the leaves have the strides of the data.
-// `grad_like_output` backpropagates d.go (contiguous); otherwise y.sum() (an expanded gradient).
-Run run(const BnCase& c, const Data& d, bool rx, bool rw, bool rb, bool grad_like_output = true) {
-  at::Tensor x = d.x.clone().requires_grad_(rx);
-  at::Tensor w = d.w.defined() ? d.w.clone().requires_grad_(rw) : at::Tensor();
-  at::Tensor b = d.b.defined() ? d.b.clone().requires_grad_(rb) : at::Tensor();
-  Run r;
-  r.rm = d.rm.defined() ? d.rm.clone() : at::Tensor();
-  r.rv = d.rv.defined() ? d.rv.clone() : at::Tensor();
-  r.y = bn(c, x, w, b, r.rm, r.rv);
-  r.grad_fn = grad_fn_name(r.y);
-  if (r.y.requires_grad()) {
-    if (grad_like_output)
-      torch::autograd::backward({r.y}, {d.go});
-    else
-      r.y.sum().backward();
-  }
-  r.gx = x.grad();
-  if (w.defined()) r.gw = w.grad();
-  if (b.defined()) r.gb = b.grad();
-  return r;
+// The harness's forward over {x, w, b, running mean, running var}: the statistics are
+// buffers it updates in place (training), compared after the call.
+Forward forward(const BnCase& c) {
+  return [c](std::vector<at::Tensor>& a) { return std::vector<at::Tensor>{bn(c, a[0], a[1], a[2], a[3], a[4])}; };
 }
+const std::vector<size_t> kStats{3, 4};
 
 // Whether libmemsave builds its node for this pattern (the rule of hooks/batchnorm.cpp).
 bool ours_expected(const BnCase& c, bool rx, bool rw, bool rb) {
@@ -108,30 +83,28 @@ bool ours_expected(const BnCase& c, bool rx, bool rw, bool rb) {
 }
 
 // Compares every requires_grad pattern of (input, weight, bias); returns how many ran.
-int check_case(const BnCase& c, bool grad_like_output = true) {
-  Data d = make_data(c);
+// `grad_like_output` backpropagates d.go (contiguous); otherwise what y.sum() sends (an
+// expanded gradient).
+int check_case(const BnCase& c, const Data& d, bool grad_like_output = true) {
   int ran = 0;
-  for (int pattern = 0; pattern < 8; pattern++) {
-    bool rx = pattern & 1, rw = pattern & 2, rb = pattern & 4;
-    if ((rw || rb) && !c.affine) continue;
-    Run stock = with_memsave(false, [&] { return run(c, d, rx, rw, rb, grad_like_output); });
-    auto before = memsave_test::stats();
-    Run ours = with_memsave(true, [&] { return run(c, d, rx, rw, rb, grad_like_output); });
-    auto after = memsave_test::stats();
-    std::string where = c.str() + " rx" + std::to_string(rx) + " rw" + std::to_string(rw) + " rb" + std::to_string(rb);
-    EXPECT_TRUE(bitwise_equal(stock.y, ours.y)) << where << " output";
-    EXPECT_TRUE(bitwise_equal(stock.gx, ours.gx)) << where << " grad input";
-    EXPECT_TRUE(bitwise_equal(stock.gw, ours.gw)) << where << " grad weight";
-    EXPECT_TRUE(bitwise_equal(stock.gb, ours.gb)) << where << " grad bias";
-    EXPECT_TRUE(bitwise_equal(stock.rm, ours.rm)) << where << " running mean";
-    EXPECT_TRUE(bitwise_equal(stock.rv, ours.rv)) << where << " running var";
+  for (unsigned p : requires_grad_patterns(3, c.affine ? 7 : 1)) {
+    bool rx = p & 1, rw = p & 2, rb = p & 4;
+    const std::string where = c.str() + pattern_name(p, 3);
+    auto before = stats();
+    auto r = compare_with_stock(
+        forward(c), {d.x, d.w, d.b, d.rm, d.rv}, p, where,
+        grad_like_output ? GradOut([&](const at::Tensor&) { return d.go; }) : sum_grad,
+        kStats);
+    auto after = stats();
     const bool expect_ours = ours_expected(c, rx, rw, rb);
-    EXPECT_EQ(ours.grad_fn, expect_ours ? "MemsaveBatchNormBackward" : stock.grad_fn) << where;
+    EXPECT_EQ(r.ours.grad_fn, expect_ours ? "MemsaveBatchNormBackward" : r.stock.grad_fn) << where;
     EXPECT_EQ(after.substituted[F] - before.substituted[F], expect_ours ? 1u : 0u) << where;
     ran++;
   }
   return ran;
 }
+
+int check_case(const BnCase& c, bool grad_like_output = true) { return check_case(c, make_data(c), grad_like_output); }
 
 TEST(BatchNorm, EqualityGrid) {
   int ran = 0;
@@ -194,26 +167,10 @@ TEST(BatchNorm, SpecialValues) {
     BnCase c;
     c.training = training;
     Data d = make_data(c);
-    auto flat = d.x.view(-1);
-    flat[0] = std::numeric_limits<float>::quiet_NaN();
-    flat[7] = std::numeric_limits<float>::infinity();
-    flat[11] = -std::numeric_limits<float>::infinity();
-    flat[13] = -0.0f;
-    d.go.view(-1)[3] = -0.0f;
-    d.go.view(-1)[4] = std::numeric_limits<float>::quiet_NaN();
-    d.w[1] = -0.0f;
-    for (int pattern = 1; pattern < 8; pattern++) {
-      bool rx = pattern & 1, rw = pattern & 2, rb = pattern & 4;
-      auto stock = with_memsave(false, [&] { return run(c, d, rx, rw, rb); });
-      auto ours = with_memsave(true, [&] { return run(c, d, rx, rw, rb); });
-      std::string where = c.str() + " pattern " + std::to_string(pattern);
-      EXPECT_TRUE(bitwise_equal(stock.y, ours.y)) << where;
-      EXPECT_TRUE(bitwise_equal(stock.gx, ours.gx)) << where;
-      EXPECT_TRUE(bitwise_equal(stock.gw, ours.gw)) << where;
-      EXPECT_TRUE(bitwise_equal(stock.gb, ours.gb)) << where;
-      EXPECT_TRUE(bitwise_equal(stock.rm, ours.rm)) << where;
-      EXPECT_TRUE(bitwise_equal(stock.rv, ours.rv)) << where;
-    }
+    put_values(d.x, {{0, kNaN}, {7, kInf}, {11, -kInf}, {13, -0.0}});
+    put_values(d.go, {{3, -0.0}, {4, kNaN}});
+    put_values(d.w, {{1, -0.0}});
+    EXPECT_EQ(check_case(c, d), 8);
   }
 }
 
@@ -263,87 +220,25 @@ TEST(BatchNorm, BackwardNeverReadsInputValuesForOurMasks) {
   EXPECT_EQ(compared, 6 * 2 * 3 * 4);
 }
 
-// Double backward through our node, against stock, for the patterns our node takes.
-std::pair<at::Tensor, at::Tensor> double_backward(const BnCase& c, const Data& d, bool rx, bool rb) {
-  at::Tensor x = d.x.clone().requires_grad_(rx), b = d.b.clone().requires_grad_(rb);
-  at::Tensor rm = d.rm.clone(), rv = d.rv.clone();
-  at::Tensor y = bn(c, x, d.w, b, rm, rv);
-  EXPECT_EQ(grad_fn_name(y) == "MemsaveBatchNormBackward", memsave_enabled() != 0);
-  at::Tensor loss = (y * y).sum();
-  std::vector<at::Tensor> wrt;
-  if (rx) wrt.push_back(x);
-  if (rb) wrt.push_back(b);
-  auto g = torch::autograd::grad({loss}, wrt, {}, /*retain_graph=*/true, /*create_graph=*/true);
-  at::Tensor second = g[0].pow(2).sum();
-  if (g.size() > 1) second = second + g[1].pow(2).sum();
-  second.backward();
-  return {rx ? x.grad() : at::Tensor(), rb ? b.grad() : at::Tensor()};
-}
-
-TEST(BatchNorm, DoubleBackward) {
+// Double backward through our node, against stock, for the patterns our node takes in both
+// modes (the contract's row: eval, input only).
+TEST(BatchNorm, DoubleBackwardOverModesAndPatterns) {
   int ran = 0;
   for (bool training : {false, true})
-    for (int pattern : {1, 4, 5}) {  // input, bias, input and bias
-      bool rx = pattern & 1, rb = pattern & 4;
-      if (training && rx) continue;  // stock's node (the input is kept)
+    for (unsigned pattern : {1u, 4u, 5u}) {  // input, bias, input and bias
+      if (training && (pattern & 1)) continue;  // stock's node (the input is kept)
       BnCase c;
       c.training = training;
       Data d = make_data(c);
-      auto stock = with_memsave(false, [&] { return double_backward(c, d, rx, rb); });
-      auto ours = with_memsave(true, [&] { return double_backward(c, d, rx, rb); });
-      EXPECT_TRUE(bitwise_equal(stock.first, ours.first)) << c.str() << " pattern " << pattern;
-      EXPECT_TRUE(bitwise_equal(stock.second, ours.second)) << c.str() << " pattern " << pattern;
+      const std::string where = c.str() + pattern_name(pattern, 3);
+      EXPECT_TRUE(compare_double_backward(forward(c), {d.x, d.w, d.b, d.rm, d.rv}, pattern, where));
       ran++;
     }
   EXPECT_EQ(ran, 4);
 }
 
-TEST(BatchNorm, UndefinedIncomingGradient) {
-  BnCase c;
-  Data d = make_data(c);
-  at::Tensor x = d.x.clone().requires_grad_(true);
-  at::Tensor y = with_memsave(true, [&] { return bn(c, x, d.w, d.b, d.rm.clone(), d.rv.clone()); });
-  ASSERT_EQ(grad_fn_name(y), "MemsaveBatchNormBackward");
-  auto out = (*y.grad_fn())({at::Tensor()});
-  ASSERT_EQ(out.size(), 3u);
-  for (const auto& t : out) EXPECT_FALSE(t.defined());
-}
-
-std::string backward_twice(bool on, bool training) {
-  return with_memsave(on, [&] {
-    BnCase c;
-    c.training = training;
-    Data d = make_data(c);
-    at::Tensor x = d.x.clone().requires_grad_(!training);
-    at::Tensor b = d.b.clone().requires_grad_(training);
-    at::Tensor s = bn(c, x, d.w, b, d.rm.clone(), d.rv.clone()).sum();
-    s.backward();
-    return error_of([&] { s.backward(); });
-  });
-}
-
-TEST(BatchNorm, SecondBackwardRaisesStockError) {
-  for (bool training : {false, true}) {
-    std::string stock = backward_twice(false, training), ours = backward_twice(true, training);
-    EXPECT_NE(stock.find("backward through the graph a second time"), std::string::npos) << stock;
-    EXPECT_NE(ours.find("backward through the graph a second time"), std::string::npos) << ours;
-  }
-}
-
-TEST(BatchNorm, RetainGraphAllowsSecondBackward) {
-  auto once = [] {
-    BnCase c;
-    Data d = make_data(c);
-    at::Tensor x = d.x.clone().requires_grad_(true);
-    at::Tensor s = bn(c, x, d.w, d.b, d.rm.clone(), d.rv.clone()).pow(2).sum();
-    s.backward({}, /*retain_graph=*/true);
-    s.backward();
-    return x.grad();
-  };
-  EXPECT_TRUE(bitwise_equal(with_memsave(false, once), with_memsave(true, once)));
-}
-
-// `which`: 0 weight, 1 running mean, 2 running var.
+// The running statistics our node keeps, changed in place (the weight: test_contract).
+// `which`: 1 running mean, 2 running var.
 std::string modify_kept_tensor(bool on, int which) {
   return with_memsave(on, [&] {
     BnCase c;
@@ -351,13 +246,13 @@ std::string modify_kept_tensor(bool on, int which) {
     at::Tensor x = d.x.clone().requires_grad_(true);
     at::Tensor rm = d.rm.clone(), rv = d.rv.clone();
     at::Tensor s = bn(c, x, d.w, d.b, rm, rv).sum();
-    (which == 0 ? d.w : which == 1 ? rm : rv).add_(1.0);
+    (which == 1 ? rm : rv).add_(1.0);
     return error_of([&] { s.backward(); });
   });
 }
 
-TEST(BatchNorm, KeptTensorModifiedInPlaceRaisesStockError) {
-  for (int which : {0, 1, 2}) {
+TEST(BatchNorm, KeptStatisticsModifiedInPlaceRaiseStockError) {
+  for (int which : {1, 2}) {
     std::string stock = modify_kept_tensor(false, which), ours = modify_kept_tensor(true, which);
     EXPECT_NE(stock.find("modified by an inplace operation"), std::string::npos) << which << ": " << stock;
     EXPECT_NE(ours.find("modified by an inplace operation"), std::string::npos) << which << ": " << ours;
@@ -385,63 +280,32 @@ TEST(BatchNorm, TrainingUpdatesRunningStatsLikeStock) {
   EXPECT_TRUE(bitwise_equal(std::get<2>(stock), std::get<2>(ours)));
 }
 
-// Documented difference: the input is not kept, so changing it in place after the batch norm
-// no longer raises at backward (backward does not need it).
-TEST(BatchNorm, InputModifiedInPlaceNoLongerRaises) {
-  auto attempt = [](bool on) {
-    return with_memsave(on, [] {
-      BnCase c;
-      Data d = make_data(c);
-      at::Tensor leaf = d.x.clone().requires_grad_(true);
-      at::Tensor x = leaf * 1;
-      at::Tensor s = bn(c, x, d.w, d.b, d.rm.clone(), d.rv.clone()).sum();
-      x.mul_(2);
-      return error_of([&] { s.backward(); });
-    });
-  };
-  EXPECT_NE(attempt(false).find("modified by an inplace operation"), std::string::npos);
-  EXPECT_EQ(attempt(true), "");
-}
-
-TEST(BatchNorm, NoGradDisabledAndPassthrough) {
+// A trainable weight needs the input: stock is already minimal.
+TEST(BatchNorm, TrainableWeightIsPassthrough) {
   BnCase c;
   Data d = make_data(c);
   at::Tensor x = d.x.clone().requires_grad_(true);
-  {
-    at::NoGradGuard no_grad;
-    EXPECT_EQ(grad_fn_name(bn(c, x, d.w, d.b, d.rm.clone(), d.rv.clone())), "(none)");
-  }
-  EXPECT_EQ(with_memsave(false, [&] { return grad_fn_name(bn(c, x, d.w, d.b, d.rm.clone(), d.rv.clone())); }),
-            "NativeBatchNormBackward0");
-  // A trainable weight needs the input: stock is already minimal.
   at::Tensor w = d.w.clone().requires_grad_(true);
-  auto before = memsave_test::stats();
+  auto before = stats();
   at::Tensor y = with_memsave(true, [&] { return bn(c, x, w, d.b, d.rm.clone(), d.rv.clone()); });
-  auto after = memsave_test::stats();
-  EXPECT_EQ(grad_fn_name(y), "NativeBatchNormBackward0");
+  auto after = stats();
+  if (!on_cuda()) {
+    EXPECT_EQ(grad_fn_name(y), "NativeBatchNormBackward0");
+  }
   EXPECT_EQ(after.passthrough[F], before.passthrough[F] + 1);
 }
 
-TEST(BatchNorm, FallbacksAreCounted) {
+// Running statistics that require grad: stock raises its own error; counted as a fallback.
+// (Forward-mode AD: test_contract.)
+TEST(BatchNorm, RunningStatsRequiringGradFallBack) {
   BnCase c;
   Data d = make_data(c);
-  // Forward-mode AD.
-  const uint64_t level = torch::autograd::ForwardADLevel::get_next_idx();
-  at::Tensor x = at::_make_dual(d.x.clone(), at::ones_like(d.x), level).requires_grad_(true);
-  auto before = memsave_test::stats();
-  at::Tensor y = with_memsave(true, [&] { return bn(c, x, d.w, d.b, d.rm.clone(), d.rv.clone()); });
-  auto after = memsave_test::stats();
-  EXPECT_EQ(grad_fn_name(y), "NativeBatchNormBackward0");
-  EXPECT_TRUE(std::get<1>(at::_unpack_dual(y, level)).defined()) << "stock computes the tangent";
-  EXPECT_EQ(after.fallbacks[F], before.fallbacks[F] + 1);
-  torch::autograd::ForwardADLevel::release_idx(level);
-  // Running statistics that require grad: stock raises its own error.
   at::Tensor rm = d.rm.clone().requires_grad_(true);
   auto xs = d.x.clone().requires_grad_(true);
   std::string stock = with_memsave(false, [&] { return error_of([&] { bn(c, xs, d.w, d.b, rm, d.rv.clone()); }); });
-  before = memsave_test::stats();
+  auto before = stats();
   std::string ours = with_memsave(true, [&] { return error_of([&] { bn(c, xs, d.w, d.b, rm, d.rv.clone()); }); });
-  after = memsave_test::stats();
+  auto after = stats();
   EXPECT_NE(stock.find("not differentiable with respect to argument 'running_mean'"), std::string::npos) << stock;
   EXPECT_EQ(ours.substr(0, ours.find('\n')), stock.substr(0, stock.find('\n')));
   EXPECT_EQ(after.fallbacks[F], before.fallbacks[F] + 1);
@@ -451,9 +315,9 @@ TEST(BatchNorm, CountsSubstitutionsAndBytes) {
   BnCase c;
   Data d = make_data(c);
   at::Tensor x = d.x.clone().requires_grad_(true);
-  auto before = memsave_test::stats();
+  auto before = stats();
   with_memsave(true, [&] { return bn(c, x, d.w, d.b, d.rm.clone(), d.rv.clone()); });
-  auto after = memsave_test::stats();
+  auto after = stats();
   EXPECT_EQ(after.substituted[F], before.substituted[F] + 1);
   // Eval: weight, running mean and var kept (save_mean/save_invstd are empty); stock adds the input.
   const uint64_t params = 3 * 5 * 4, xb = x.numel() * 4;
@@ -486,7 +350,7 @@ Peak step_peak(bool on, bool training, int depth, bool sum_loss) {
   at::Tensor go = at::randn({4, channels, 32, 32});
   return with_memsave(on, [&] {
     memsave_reset_peak();
-    const auto before = memsave_test::stats();
+    const auto before = stats();
     {
       at::Tensor h = x * 2;  // an intermediate, as in a network
       for (int i = 0; i < depth; i++) {
@@ -498,7 +362,7 @@ Peak step_peak(bool on, bool training, int depth, bool sum_loss) {
       else
         h.backward(go);
     }
-    const auto after = memsave_test::stats();
+    const auto after = stats();
     return Peak{static_cast<int64_t>(after.cpu_peak_bytes) - static_cast<int64_t>(before.cpu_current_bytes),
                 after.bytes_kept - before.bytes_kept, after.bytes_stock - before.bytes_stock};
   });
@@ -522,10 +386,14 @@ void check_memory(bool training, int depth) {
   }
 }
 
-TEST(BatchNorm, MemoryEvalFrozenStackKeepsNoInput) { check_memory(/*training=*/false, 8); }
+TEST(BatchNorm, MemoryEvalFrozenStackKeepsNoInput) {
+  MEMSAVE_CPU_ONLY("the peak is the CPU allocator's");
+  check_memory(/*training=*/false, 8);
+}
 
-TEST(BatchNorm, MemoryTrainingBiasOnlyKeepsNoInput) { check_memory(/*training=*/true, 1); }
-
-TEST(BatchNorm, HooksAreActive) { EXPECT_EQ(memsave_is_active(), 1); }
+TEST(BatchNorm, MemoryTrainingBiasOnlyKeepsNoInput) {
+  MEMSAVE_CPU_ONLY("the peak is the CPU allocator's");
+  check_memory(/*training=*/true, 1);
+}
 
 }  // namespace

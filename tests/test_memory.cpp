@@ -11,8 +11,7 @@
 
 namespace {
 
-using memsave_test::bitwise_equal;
-using memsave_test::with_memsave;
+using namespace memsave_test;  // the harness: tests/testing.h
 
 constexpr int64_t kBatch = 4, kChannels = 16, kSize = 32;
 constexpr int64_t kActivationBytes = kBatch * kChannels * kSize * kSize * 4;
@@ -22,22 +21,22 @@ constexpr int64_t kActivationBytes = kBatch * kChannels * kSize * kSize * 4;
 // 2.6 mkldnn bug of Note [mkldnn off on 2.x] does not matter, and with mkldnn off the
 // slow_conv2d path adds a 9-activation im2col buffer to every peak.
 int64_t step_peak(int depth, bool on) {
-  memsave_test::MkldnnGuard mkldnn(true);
+  MkldnnGuard mkldnn(true);
   at::manual_seed(0);
   std::vector<at::Tensor> weights;
   for (int i = 0; i < depth; i++) weights.push_back(at::randn({kChannels, kChannels, 3, 3}) * 0.1);
   at::Tensor x = at::randn({kBatch, kChannels, kSize, kSize}).requires_grad_(true);
   return with_memsave(on, [&] {
-    memsave_reset_peak();
-    const int64_t base = memsave_test::stats().cpu_current_bytes;
+    const int64_t base = step_start();
     at::Tensor h = x;
     for (const auto& w : weights) h = at::conv2d(h, w, {}, 1, 1);
     h.sum().backward();
-    return static_cast<int64_t>(memsave_test::stats().cpu_peak_bytes) - base;
+    return peak_since(base);
   });
 }
 
 TEST(Memory, FrozenConvStackStockLinearMemsaveFlat) {
+  MEMSAVE_CPU_ONLY("the peak is the CPU allocator's");
   const int64_t stock2 = step_peak(2, false), stock16 = step_peak(16, false);
   const int64_t ours2 = step_peak(2, true), ours16 = step_peak(16, true);
   std::printf("activation %lld B; peak stock N=2 %lld, N=16 %lld; memsave N=2 %lld, N=16 %lld; ratio at N=16 %.3f\n",
@@ -52,11 +51,12 @@ TEST(Memory, FrozenConvStackStockLinearMemsaveFlat) {
 }
 
 TEST(Memory, PeakIsMeasuredWhenDisabled) {
+  MEMSAVE_CPU_ONLY("the CPU allocator's counters");
   // Stock runs are measured by the same counting allocator (memsave ab's A runs).
   memsave_reset_peak();
-  const auto before = memsave_test::stats();
+  const auto before = stats();
   { at::Tensor t = at::empty({1 << 20}); }
-  const auto after = memsave_test::stats();
+  const auto after = stats();
   EXPECT_GE(after.cpu_peak_bytes, before.cpu_current_bytes + (4u << 20));
   EXPECT_EQ(after.cpu_current_bytes, before.cpu_current_bytes);
 }
@@ -93,15 +93,15 @@ StandInRun stand_in_run(int which, bool channels_last, bool on) {
         default: y = at::max_pool2d(channels_last ? h : h.slice(3, 0, 48, 2), {3, 3}, {2, 2}, {1, 1}); break;
       }
     }
-    memsave_reset_peak();
-    const int64_t base = memsave_test::stats().cpu_current_bytes;
+    const int64_t base = step_start();
     r.gx = torch::autograd::grad({y.sum()}, {x})[0];
-    r.backward_peak = static_cast<int64_t>(memsave_test::stats().cpu_peak_bytes) - base;
+    r.backward_peak = peak_since(base);
     return r;
   });
 }
 
 TEST(Memory, UntouchedStandInsGiveStockBits) {
+  MEMSAVE_CPU_ONLY("Note [Untouched stand-in] is about CPU mappings");
   const char* names[] = {"conv", "batch_norm", "max_pool2d"};
   for (int which = 0; which < 3; which++)
     for (bool channels_last : {false, true}) {
