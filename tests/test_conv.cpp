@@ -150,6 +150,36 @@ TEST(Conv, SpecialValues) {
   EXPECT_EQ(r.ours.grad_fn, "MemsaveConvolutionBackward");
 }
 
+// TorchScript (torch.jit.trace) records aten::_convolution, and its deprecated overload (no
+// allow_tf32) reaches it through a composite: both take our node, and equal stock's
+// ConvolutionBackward1 bit for bit, double backward included.
+TEST(Conv, UnderscoreConvolutionAsTracedModulesRecordIt) {
+  int ran = 0;
+  for (bool deprecated : {false, true})
+    for (bool transposed : {false, true})
+      for (Layout layout : {Layout::kContiguous, Layout::kChannelsLast}) {
+        ConvCase c;
+        c.transposed = transposed, c.layout = layout, c.stride = 2, c.groups = 2;
+        Data d = make_data(c);
+        Forward f = [&](std::vector<at::Tensor>& a) {
+          std::vector<int64_t> s(2, 2), p(2, 1), dl(2, 1), op(2, transposed ? 1 : 0);
+          const c10::optional<at::Tensor> b = a[2].defined() ? c10::optional<at::Tensor>(a[2]) : c10::nullopt;
+          return std::vector<at::Tensor>{
+              deprecated ? at::_convolution(a[0], a[1], b, s, p, dl, transposed, op, 2, false, false, true)
+                         : at::_convolution(a[0], a[1], b, s, p, dl, transposed, op, 2, false, false, true, true)};
+        };
+        for (unsigned pattern : requires_grad_patterns(3, 7, false)) {
+          const std::string where = c.str() + (deprecated ? " deprecated" : "") + pattern_name(pattern, 3);
+          auto r = compare_with_stock(f, {d.x, d.w, d.b}, pattern, where);
+          if (!r) continue;
+          EXPECT_EQ(r.ours.grad_fn, pattern & 2 ? "ConvolutionBackward1" : "MemsaveConvolutionBackward") << where;
+          compare_double_backward(f, {d.x, d.w, d.b}, pattern, where);
+          ran++;
+        }
+      }
+  EXPECT_EQ(ran, 2 * 2 * 2 * 7);
+}
+
 TEST(Conv, CountsSubstitutionsAndBytes) {
   ConvCase c;
   Data d = make_data(c);

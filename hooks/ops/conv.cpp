@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: MIT
-// conv.cpp: aten::convolution on AutogradCPU/AutogradCUDA, and the node that keeps no input.
+// conv.cpp: aten::convolution and aten::_convolution on AutogradCPU/AutogradCUDA, and the node
+// that keeps no input.
 //
-// Stock: ConvolutionBackward0 keeps the input and the weight for every requires_grad
-// pattern, because one formula covers input, weight and bias. So a frozen convolution whose
-// input needs a gradient keeps its whole input alive until backward.
+// Stock: ConvolutionBackward0 (ConvolutionBackward1 for _convolution) keeps the input and the
+// weight for every requires_grad pattern, because one formula covers input, weight and bias.
+// So a frozen convolution whose input needs a gradient keeps its whole input alive until
+// backward.
 // Here: when the weight does not need a gradient, the input is never read in backward
 // (only its geometry is), so we keep the weight (a parameter, already alive), the input's
 // sizes/strides/options and the arguments. When the weight needs a gradient, stock already
@@ -71,6 +73,7 @@ class MemsaveConvolutionBackward final : public MemsaveNode<at::Tensor> {
 };
 
 // aten::convolution(input, weight, bias?, stride, padding, dilation, transposed, output_padding, groups)
+// aten::_convolution(the same, benchmark, deterministic, cudnn_enabled, allow_tf32)
 struct Convolution : Op<Convolution> {
   static constexpr memsave_family_t kFamily = MEMSAVE_FAMILY_CONV;
   using Node = MemsaveConvolutionBackward;
@@ -91,7 +94,10 @@ struct Convolution : Op<Convolution> {
   }
 };
 
-void register_conv(Registrar& r) { r.op<Convolution>("convolution"); }
+void register_conv(Registrar& r) {
+  r.op<Convolution>("convolution");
+  r.op<Convolution>("_convolution");  // TorchScript's traced convolutions; same arguments 0-8 and backward
+}
 const FamilyRegistration registration(MEMSAVE_FAMILY_CONV, &register_conv);
 
 }  // namespace
