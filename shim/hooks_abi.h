@@ -91,7 +91,7 @@ struct memsave_timeline {
 };
 
 /* The CUDA caching allocator's peak, taken by the hooks at exit before LibTorch's
- * destructors run (Note [CUDA peak] in hooks/cuda.cpp). */
+ * destructors run (Note [CUDA peak] in hooks/core/cuda.cpp). */
 #define MEMSAVE_MAX_CUDA_DEVICES 16
 enum {
   MEMSAVE_CUDA_ABSENT = 0,      /* no CUDA LibTorch in the process */

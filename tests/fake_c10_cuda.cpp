@@ -2,7 +2,7 @@
 // fake_c10_cuda: a stand-in for CUDA LibTorch's libc10_cuda in CPU-only test runs. It
 // exports c10::cuda::CUDACachingAllocator::getDeviceStats(int) with LibTorch 1.13's
 // DeviceStats layout (copied from c10/cuda/CUDACachingAllocator.h), so that the report's
-// dlsym path (hooks/cuda.cpp, Note [CUDA peak]) is exercised without a GPU. Devices below
+// dlsym path (hooks/core/cuda.cpp, Note [CUDA peak]) is exercised without a GPU. Devices below
 // FAKE_CUDA_DEVICES (default 1) report allocated_bytes peak 1000000 * (device + 1); above
 // them it throws, as the real allocator does for a device it has not initialised.
 #include <array>

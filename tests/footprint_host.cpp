@@ -8,8 +8,8 @@
 //     gradient: peak = (N + 3) act + W;
 //   libmemsave keeps no input: x, the last output, and in each backward step the output
 //     gradient and the input gradient: peak = 4 act + W, whatever N (the input's stand-in,
-//     hooks/conv.cpp Note [Stand-in], is an untouched mapping outside the tensor-byte
-//     count: Note [Untouched stand-in] in hooks/common.h).
+//     hooks/ops/conv.cpp Note [Stand-in], is an untouched mapping outside the tensor-byte
+//     count: Note [Untouched stand-in] in hooks/core/standin.h).
 // Prints one line for the test: "footprint act=... weights=...".
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>

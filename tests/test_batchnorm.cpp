@@ -76,7 +76,7 @@ Forward forward(const BnCase& c) {
 }
 const std::vector<size_t> kStats{3, 4};
 
-// Whether libmemsave builds its node for this pattern (the rule of hooks/batchnorm.cpp).
+// Whether libmemsave builds its node for this pattern (the rule of hooks/ops/batchnorm.cpp).
 bool ours_expected(const BnCase& c, bool rx, bool rw, bool rb) {
   if (!(rx || rw || rb)) return false;
   return c.training ? !(rx || rw) : !rw;
@@ -174,7 +174,7 @@ TEST(BatchNorm, SpecialValues) {
   }
 }
 
-// The claim our node rests on (Note [Batch norm stand-in] in hooks/batchnorm.cpp): for the
+// The claim our node rests on (Note [Batch norm stand-in] in hooks/ops/batchnorm.cpp): for the
 // masks it uses, native_batch_norm_backward gives the same bits, strides included, with a
 // NaN-filled stand-in of the input's geometry as with the input itself. Returns how many
 // (mask) comparisons ran for one configuration. grad_kind: 0 contiguous, 1 expanded, 2 permuted.

@@ -3,7 +3,7 @@
 // CPU path and the tensor-op path (the one CUDA takes) give the same bytes; the fused tests
 // decide as stock's backward kernels do, special values included.
 //
-// The hooks library is not linked into tests, so this test compiles hooks/bitmask.cpp in.
+// The hooks library is not linked into tests, so this test compiles hooks/core/bitmask.cpp in.
 #include <ATen/ATen.h>
 
 #include <limits>

@@ -111,7 +111,7 @@ TEST(Dropout, EqualityGrid) {
                   << " " << input_name(layout);
             const uint64_t n = check(dropout(p, train, inplace), layout, dtype, inplace, where.str());
             // 2.x changed the noise layout of non-contiguous inputs (pytorch#129467); those
-            // fall back to stock there (hooks/dropout.cpp).
+            // fall back to stock there (hooks/ops/dropout.cpp).
             // (In-place variants run on a clone, which makes the strided slice contiguous.)
             const bool contiguous = layout != Input::kChannelsLast && (layout != Input::kStrided || inplace);
             const bool layout_ok = TORCH_VERSION_MAJOR < 2 || contiguous;

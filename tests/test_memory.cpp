@@ -61,7 +61,7 @@ TEST(Memory, PeakIsMeasuredWhenDisabled) {
   EXPECT_EQ(after.cpu_current_bytes, before.cpu_current_bytes);
 }
 
-// Note [Untouched stand-in] (hooks/common.h): stand-ins of 1 MiB and more are anonymous
+// Note [Untouched stand-in] (hooks/core/standin.h): stand-ins of 1 MiB and more are anonymous
 // mappings that no kernel writes. Inputs of 2.4 MiB whose nodes need a stand-in in
 // backward: a convolution whose input is dead (contiguous, channels_last, a 1x1 stride-2
 // convolution), batch norm in eval mode with an expanded incoming gradient (which cannot

@@ -120,7 +120,7 @@ TEST(Pool, MaxPoolGrid) {
 }
 
 // Outputs of more than 65536 elements: the offsets and the rebuilt indices are converted a
-// piece of the largest non-spatial dimension at a time (Note [Pieces] in hooks/pool.cpp),
+// piece of the largest non-spatial dimension at a time (Note [Pieces] in hooks/ops/pool_windows.h),
 // with pieces of one entry (a plane larger than a piece), of several entries, and a split
 // along the channels (batch 1, unbatched); dilation, padding, ceil_mode, channels_last.
 TEST(Pool, MaxPoolInPieces) {

@@ -79,7 +79,7 @@ void put_specials(at::Tensor& flat, const std::vector<double>& bounds, bool nan)
   }
 }
 
-// kLarge*: more elements than one piece of Note [Backward in chunks] in hooks/relu.cpp
+// kLarge*: more elements than one piece of Note [Backward in chunks] in hooks/ops/relu.cpp
 // (65536), not a multiple of it nor of 8, so that backward crosses piece boundaries.
 // kSliceTransposed: every other channel, channels and width swapped (neither dense nor in
 // order). The others are the harness's layouts of a 2x3x6x7 input.
@@ -506,7 +506,7 @@ TEST(Relu, AllTrainableOverheadIsOneBitPerElement) {
   EXPECT_EQ(masks * 32, 6 * 4 * 16 * 32 * 32 * 4) << "1/32 of the float32 activations";
 }
 
-// Note [Backward in chunks] (hooks/relu.cpp): with a dense incoming gradient of the output's
+// Note [Backward in chunks] (hooks/ops/relu.cpp): with a dense incoming gradient of the output's
 // strides, backward allocates the result and one piece of proxy (65536 elements), not a
 // proxy of the activation's size. `extra`: the backward's peak above what is live before it.
 int64_t relu_backward_extra(bool on, at::ScalarType dtype, bool channels_last, bool inplace) {

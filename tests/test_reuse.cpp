@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// test_reuse: Note [Reusing the incoming gradient] (hooks/common.h). The ReLU family and batch
+// test_reuse: Note [Reusing the incoming gradient] (hooks/core/rules.h). The ReLU family and batch
 // norm in eval write their result into an incoming gradient that nothing else holds. Each way
 // a host can hold that gradient (retain_grad, a hook that keeps it or an alias of it, the other
 // branch of an addition, autograd.grad capturing it, retain_graph) is compared with stock bit
