@@ -78,7 +78,8 @@ class MemsaveDropoutBackward final : public MemsaveNode<DropoutSaved> {
 };
 
 // Node for native_dropout: NativeDropoutBackward0's formula with the mask unpacked to the
-// dtype native_dropout returned it in (bool on CUDA, the input's dtype on CPU).
+// dtype native_dropout returned it in (bool for every non-empty input on 1.13 and 2.6; empty
+// inputs, whose mask has the input's dtype, go to stock: docs/pytorch.md §2.2).
 class MemsaveNativeDropoutBackward final : public MemsaveNode<at::Tensor> {
  public:
   MemsaveNativeDropoutBackward(double p, c10::optional<bool> train) : p_(p), train_(train) {}
