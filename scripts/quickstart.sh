@@ -1,9 +1,9 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 # quickstart.sh demo|test: on a fresh Debian 12 machine, as root, install what is missing
-# from Debian, configure and build (build/), then either run the demo's A/B with
-# `memsave ab --check-output` (stock versus libmemsave) or run the whole test suite. The
-# README's two commands call this script.
+# from Debian, configure and build (build/; for the demo only what it runs), then either run
+# the demo's A/B with `memsave ab --check-output` (stock versus libmemsave) or run the whole
+# test suite. The README's two commands call this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-demo}
@@ -23,7 +23,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j"$(nproc)"
+# The demo needs only the two libraries, the command and the demo host; the tests need all.
+targets=()
+[ "$mode" = demo ] && targets=(--target memsave memsave_hooks memsave_cli memsave-demo)
+cmake --build "$build" -j"$(nproc)" "${targets[@]}"
 
 case "$mode" in
   demo)
