@@ -3,6 +3,8 @@
 // counters (counters.cpp) call; no family file needs them.
 #pragma once
 
+#include <ATen/core/operator_name.h>
+
 #include <cstdint>
 
 #include "../../shim/hooks_abi.h"
@@ -13,6 +15,6 @@ void set_shared(struct memsave_shared* shared);    // counters.cpp: once, before
 void install_counting_allocator();                   // allocator.cpp
 void cuda_install_snapshot();                        // cuda.cpp
 void trace_init();                                   // trace.cpp
-void trace_substituted(const char* op, uint64_t bytes_not_kept);  // trace.cpp
+void trace_substituted(const c10::OperatorName& op, uint64_t bytes_not_kept);  // trace.cpp
 
 }  // namespace memsave

@@ -16,7 +16,6 @@
 #include <array>
 #include <initializer_list>
 #include <memory>
-#include <string>
 #include <type_traits>
 
 #include "node.h"
@@ -50,10 +49,6 @@ class Call {
     return (*stack_)[stack_->size() - op_.schema().returns().size() + i].toTensor();
   }
 
-  c10::DispatchKeySet keys() const { return ks_; }
-  torch::jit::Stack* stack() const { return stack_; }
-  const c10::OperatorHandle& op() const { return op_; }
-
   // Stock's kernel for this call: `key` is Autograd for operators with their own autograd
   // kernel, CompositeImplicitAutograd for composites.
   void stock(c10::DispatchKey key) const { op_.callBoxedForDispatchKey(key, *stack_); }
@@ -76,8 +71,6 @@ class Call {
     stack_->emplace_back(std::move(result));
   }
 
-  // "aten::mean.dim": the operator's name, for the report.
-  std::string name() const { return c10::toString(op_.operator_name()); }
 
  private:
   const c10::OperatorHandle& op_;
@@ -185,10 +178,9 @@ void kernel(const c10::OperatorHandle& handle, c10::DispatchKeySet ks, torch::ji
     op.forward(call, *node);
     const Footprint footprint = op.keep(call, *node);
     at::Tensor output = call.output(0);
-    if (O::kInplace) torch::autograd::rebase_history(output, node);
+    if constexpr (O::kInplace) torch::autograd::rebase_history(output, node);
     else torch::autograd::set_history(output, node);
-    const std::string name = shared()->trace_table ? call.name() : std::string();
-    count_substituted(O::kFamily, name.c_str(), footprint.kept, footprint.stock);
+    count_substituted(O::kFamily, handle.operator_name(), footprint.kept, footprint.stock);
   }
 }
 

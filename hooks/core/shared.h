@@ -11,6 +11,7 @@
 // code is conditional on MEMSAVE_TORCH_AT_LEAST, and each use says which versions need which
 // branch. Both branches are compiled and tested: 1.13 (Debian 12), 2.6 (Debian 13,
 // scripts/trixie.sh).
+#include <ATen/core/operator_name.h>
 #include <torch/version.h>
 #define MEMSAVE_TORCH_AT_LEAST(major, minor) \
   (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
@@ -31,8 +32,8 @@ struct Bytes {
   uint64_t parameters = 0;
 };
 
-// `op` names the operator ("aten::relu_") for MEMSAVE_TRACE's Python attribution.
-void count_substituted(memsave_family_t family, const char* op, Bytes kept, Bytes stock);
+// `op` names the operator for MEMSAVE_TRACE's Python attribution.
+void count_substituted(memsave_family_t family, const c10::OperatorName& op, Bytes kept, Bytes stock);
 void count_passthrough(memsave_family_t family);
 void count_fallback(memsave_family_t family, const char* reason);
 

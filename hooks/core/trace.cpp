@@ -59,8 +59,8 @@ constexpr size_t kCacheBits = 14, kCacheSlots = size_t{1} << kCacheBits, kProbes
 constexpr int kMaxDepth = 256, kMaxOps = 64;
 
 struct Op {
-  char name[64];  // "aten::convolution"
-  int32_t site;   // its site in Python hosts, -1 until first used
+  const c10::OperatorName* key;  // the dispatcher's entry, which outlives every call
+  int32_t site;                  // its site, named "aten::mean.dim"
 };
 
 // Plain data with static storage: the report reads g_table at exit, after every C++
@@ -202,14 +202,6 @@ void demangle_sites() {
   }
 }
 
-int32_t op_index(const char* name) {  // called with g_lock held
-  for (int i = 0; i < g_nops; i++)
-    if (std::strcmp(g_ops[i].name, name) == 0) return i;
-  if (g_nops == kMaxOps) return -1;
-  std::snprintf(g_ops[g_nops].name, sizeof g_ops[g_nops].name, "%s", name);
-  g_ops[g_nops].site = -1;
-  return g_nops++;
-}
 
 // Classifies a return address seen for the first time (Note [Frame cache]).
 void classify(uintptr_t pc, Kind* kind, int32_t* index) {
@@ -260,14 +252,18 @@ void classify(uintptr_t pc, Kind* kind, int32_t* index) {
 }
 
 // The site of an operator, for Python hosts (Note [Python attribution]).
-int32_t operator_site(const char* op) {
+// The operator's name is formatted once, when its site is made.
+int32_t operator_site(const c10::OperatorName& op) {
   pthread_mutex_lock(&g_lock);
   g_table.operator_names = 1;
-  const int32_t i = op_index(op);
   int32_t result = -1;
-  if (i >= 0) {
-    if (g_ops[i].site < 0) g_ops[i].site = new_site(op, kNoOffset, "", 0);
+  int i = 0;
+  while (i < g_nops && g_ops[i].key != &op) i++;
+  if (i < g_nops) {
     result = g_ops[i].site;
+  } else if (g_nops < kMaxOps) {
+    result = new_site(c10::toString(op).c_str(), kNoOffset, "", 0);
+    g_ops[g_nops++] = Op{&op, result};
   }
   pthread_mutex_unlock(&g_lock);
   return result;
@@ -289,7 +285,7 @@ void trace_init() {
   g_table.finish = demangle_sites;
 }
 
-void trace_substituted(const char* op, uint64_t bytes) {
+void trace_substituted(const c10::OperatorName& op, uint64_t bytes) {
   const uint64_t start = cpu_ns();
   // unw_backtrace takes libunwind's fast path (a per-thread cache of frame layouts keyed by
   // address); a cursor is made only to symbolize an address seen for the first time.
