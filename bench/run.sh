@@ -6,11 +6,15 @@
 # (stock and libmemsave alternated, medians of RUNS runs each) and writes bench/results.csv,
 # bench/results.md and the chart bench/memory-ratio.png (gnuplot, from the CSV).
 #
-#   bench/run.sh [-n RUNS] [--quick] [--python] [--build DIR] [--out DIR]
+#   bench/run.sh [-n RUNS] [--quick] [--python | --torchscript] [--build DIR] [--out DIR]
 #
 # --quick runs a small subset (a few rows, a couple of minutes). --python runs the same
 # cases on torchvision's models with /usr/bin/python3 (bench/torchvision_case.py, unmodified
 # under the preload) and writes results-python.{csv,md} and memory-ratio-python.png.
+# --torchscript runs torchvision's resnet18 saved as TorchScript (traced: resnet18.trace,
+# scripted: resnet18.script; bench/export_torchscript.py) and fine-tuned by the C++ demo
+# (memsave-demo --torchscript), next to the demo's eager C++ resnet18, and writes
+# results-torchscript.{csv,md} and memory-ratio-torchscript.png.
 # Timings on a machine shared with other work are noisy; the memory columns are exact and
 # repeat to the byte.
 set -eu
@@ -20,6 +24,7 @@ root=$(dirname "$here")
 runs=3
 quick=0
 python=0
+torchscript=0
 build="$root/build"
 out="$here"
 cmdline="bench/run.sh $*"
@@ -28,6 +33,7 @@ while [ $# -gt 0 ]; do
     -n|--runs) runs=$2; shift 2 ;;
     --quick) quick=1; shift ;;
     --python) python=1; shift ;;
+    --torchscript) torchscript=1; shift ;;
     --build) build=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     -h|--help) sed -n '3,/^set -eu/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -121,7 +127,40 @@ py_rows_quick="
 resnet18 full 8 128 2
 resnet18 adversarial 8 128 2
 "
+# TorchScript modules made from torchvision's resnet18, trained by the C++ demo; the eager
+# C++ resnet18 of the demo for comparison.
+ts_rows_full="
+resnet18 full 8 128 2
+resnet18.trace full 8 128 2
+resnet18.script full 8 128 2
+resnet18 surgical 8 128 2
+resnet18.trace surgical 8 128 2
+resnet18.script surgical 8 128 2
+resnet18 bitfit 8 128 2
+resnet18.trace bitfit 8 128 2
+resnet18.script bitfit 8 128 2
+resnet18 norm 8 128 2
+resnet18.trace norm 8 128 2
+resnet18.script norm 8 128 2
+resnet18 adversarial 8 128 2
+resnet18.trace adversarial 8 128 2
+resnet18.script adversarial 8 128 2
+"
+ts_rows_quick="
+resnet18 adversarial 8 128 2
+resnet18.trace adversarial 8 128 2
+resnet18.script adversarial 8 128 2
+"
 suffix=""
+if [ "$python" = 1 ] && [ "$torchscript" = 1 ]; then
+  echo "bench/run.sh: --python and --torchscript are separate tables; choose one" >&2
+  exit 2
+fi
+if [ "$torchscript" = 1 ]; then
+  suffix="-torchscript"
+  rows_full=$ts_rows_full
+  rows_quick=$ts_rows_quick
+fi
 if [ "$python" = 1 ]; then
   suffix="-python"
   python_bin=${MEMSAVE_BENCH_PYTHON:-/usr/bin/python3}
@@ -133,6 +172,12 @@ if [ -n "${MEMSAVE_BENCH_ROWS:-}" ]; then rows=$MEMSAVE_BENCH_ROWS; fi
 
 # The program of one row.
 case_command() { # model scenario batch size steps
+  case "$1" in
+    *.trace | *.script)
+      echo "$demo --scenario $2 --torchscript $tmp/$1.pt --batch $3 --size $4 --steps $5"
+      return
+      ;;
+  esac
   if [ "$python" = 1 ]; then
     echo "$python_bin $here/torchvision_case.py $1 $2 --batch $3 --size $4 --steps $5"
   else
@@ -146,6 +191,11 @@ md="$out/results$suffix.md"
 png="$out/memory-ratio$suffix.png"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+if [ "$torchscript" = 1 ]; then
+  for how in trace script; do
+    ${MEMSAVE_BENCH_PYTHON:-/usr/bin/python3} "$here/export_torchscript.py" resnet18 "$how" "$tmp/resnet18.$how.pt" --size 128
+  done
+fi
 
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 ncpu=$(grep -c '^processor' /proc/cpuinfo)
@@ -206,6 +256,10 @@ mib() { awk -v b="$1" 'BEGIN { if (b == "") print "-"; else printf "%.1f", b / 1
     echo "# Benchmark: stock PyTorch versus libmemsave, torchvision models on the Python host"
     echo
     echo "- command: \`$cmdline\` (each row: \`memsave ab -n $runs --json --check-output -- $python_bin bench/torchvision_case.py M S --batch B --size S --steps K\`; random weights; losses printed with 17 digits and a SHA-256 of the gradients, so equal outputs mean bitwise-equal gradients)"
+  elif [ "$torchscript" = 1 ]; then
+    echo "# Benchmark: stock LibTorch versus libmemsave, TorchScript modules fine-tuned in C++"
+    echo
+    echo "- command: \`$cmdline\` (each row: \`memsave ab -n $runs --json --check-output -- memsave-demo --scenario S --torchscript M.pt --batch B --size S --steps K\`; M.pt is torchvision's resnet18 with random weights, traced (resnet18.trace) or scripted (resnet18.script) in eval mode by bench/export_torchscript.py and loaded with torch::jit::load; the rows named resnet18 are the demo's eager C++ resnet18; every step prints its loss and a digest of the gradients, so equal outputs mean bitwise-equal gradients; a trace keeps the eval-mode batch norm it was traced with in every scenario)"
   else
     echo "# Benchmark: stock LibTorch versus libmemsave"
     echo
@@ -221,8 +275,10 @@ mib() { awk -v b="$1" 'BEGIN { if (b == "") print "-"; else printf "%.1f", b / 1
   tail -n +2 "$tmp/rows.csv" | while IFS=, read -r model scenario batch size steps pa pb pr ta tb tr same sa sb sr; do
     echo "| $model | $scenario | $batch x $size | $(mib "$pa") | $(mib "$pb") | ${pr:--} | $(mib "$sa") | $(mib "$sb") | ${sr:--} | ${ta:--} | ${tb:--} | ${tr:--} | $same |"
   done
-  echo
-  echo "![memory ratio]($(basename "$png"))"
+  if command -v gnuplot >/dev/null; then
+    echo
+    echo "![memory ratio]($(basename "$png"))"
+  fi
 } > "$md"
 
 if command -v gnuplot >/dev/null; then

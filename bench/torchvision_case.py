@@ -2,14 +2,15 @@
 """One benchmark case on a torchvision model, for bench/python.sh: run unmodified under
 libmemsave's preload (`memsave ab ... -- /usr/bin/python3 bench/torchvision_case.py ...`).
 
-    torchvision_case.py MODEL SCENARIO [--batch B] [--size S] [--steps K]
+    torchvision_case.py MODEL SCENARIO [--batch B] [--size S] [--steps K] [--device D]
 
 Random weights (weights=None), a fixed seed, synthetic data; prints the loss of every step
 with 17 significant digits and a SHA-256 of the gradients' bytes (the trainable parameters',
 or the input's), so that `memsave ab --check-output` compares the bits.
 Scenarios: full, head, surgical (first convolution and its batch norm trainable), bitfit
 (biases only), norm (normalisation parameters only), adversarial (eval mode, frozen model,
-projected-gradient steps on the input)."""
+projected-gradient steps on the input). bench/gpu_ab.py imports the models, scenarios and
+digests from here for its in-process A/B on CUDA (scripts/gpu-check.sh)."""
 import argparse
 import ctypes
 import hashlib
@@ -18,7 +19,7 @@ import sys
 import torch
 import torchvision
 
-MODELS = ("resnet18", "resnet50", "vgg11", "mobilenet_v2", "efficientnet_b0")
+MODELS = ("resnet18", "resnet50", "resnet101", "vgg11", "vgg16", "mobilenet_v2", "efficientnet_b0")
 SCENARIOS = ("full", "head", "surgical", "bitfit", "norm", "adversarial")
 NORM_TYPES = (torch.nn.BatchNorm2d, torch.nn.LayerNorm, torch.nn.GroupNorm)
 
@@ -27,7 +28,7 @@ def digest(tensors):
     """SHA-256 of the tensors' bytes: equal digests mean bitwise-equal gradients."""
     h = hashlib.sha256()
     for t in tensors:
-        h.update(t.detach().contiguous().numpy().tobytes())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -112,12 +113,13 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
 
     torch.manual_seed(0)
-    model = getattr(torchvision.models, a.model)(weights=None, num_classes=10)
-    x = torch.randn(a.batch, 3, a.size, a.size)
-    y = torch.randint(0, 10, (a.batch,))
+    model = getattr(torchvision.models, a.model)(weights=None, num_classes=10).to(a.device)
+    x = torch.randn(a.batch, 3, a.size, a.size).to(a.device)
+    y = torch.randint(0, 10, (a.batch,)).to(a.device)
     loss_fn = torch.nn.CrossEntropyLoss()
 
     steps_peak = StepsPeak()

@@ -16,36 +16,11 @@
 
 #include "cli.h"
 
-#define MAX_REASONS 64
-#define MAX_SITES 1000
-
-/* What the reports of one run say; a run whose CMD starts several LibTorch processes has
- * several reports: counters are summed and peaks take the largest. */
-struct measure {
-  int reports, loaded, active;
-  uint64_t cpu_peak, cuda_peak;
-  char cuda[16];       /* state of the first report: absent, unused, present, unavailable */
-  char torch_version[32];
-};
-
-/* The details shown for run B1: families, bytes, reasons, call sites. The counters and bytes
- * are those of struct memsave_stats, summed over the run's reports. */
-struct details {
-  char state[MEMSAVE_FAMILY_COUNT][16];
-  const char *states[MEMSAVE_FAMILY_COUNT]; /* state[f], for the shared printers */
-  struct memsave_stats st;
-  int nreasons;
-  struct { char family[16], text[160]; uint64_t count; } reasons[MAX_REASONS];
-  int nsites, operator_names;
-  uint64_t trace_nodes, trace_ns;
-  struct { char symbol[160], module[96]; uint64_t offset, bytes, nodes; } *sites;
-};
-
 struct run {
   char label[16]; /* "A1", "B2" */
   char dir[4200], out[4200], err[4200];
   struct cli_child child;
-  struct measure m;
+  struct cli_measure m;
 };
 
 static char *read_file(const char *path, size_t limit) {
@@ -58,56 +33,8 @@ static char *read_file(const char *path, size_t limit) {
   return buf;
 }
 
-static uint64_t u64(const char *json, const char *path) {
-  uint64_t v = 0;
-  cli_json_u64(cli_json_get(json, path), &v);
-  return v;
-}
-
-static void read_details(const char *json, struct details *d) {
-  /* The report's names of the figures summed into d->st. */
-  const struct { const char *name; uint64_t *per_family; } counters[] = {
-      {"substituted", d->st.substituted}, {"passthrough", d->st.passthrough}, {"fallbacks", d->st.fallbacks}};
-  const struct { const char *name; uint64_t *bytes; } bytes[] = {
-      {"activation_bytes_kept", &d->st.activation_bytes_kept},
-      {"activation_bytes_stock", &d->st.activation_bytes_stock},
-      {"parameter_bytes_kept", &d->st.parameter_bytes_kept},
-      {"parameter_bytes_stock", &d->st.parameter_bytes_stock}};
-  const char *family = cli_json_get(json, "families");
-  for (int f = 0; f < MEMSAVE_FAMILY_COUNT; f++) {
-    const char *row = cli_json_get(family, memsave_family_name(f));
-    cli_json_str(cli_json_get(row, "state"), d->state[f], sizeof d->state[f]);
-    for (size_t c = 0; c < sizeof counters / sizeof counters[0]; c++)
-      counters[c].per_family[f] += u64(row, counters[c].name);
-  }
-  for (size_t b = 0; b < sizeof bytes / sizeof bytes[0]; b++) *bytes[b].bytes += u64(json, bytes[b].name);
-  d->st.bytes_kept = d->st.activation_bytes_kept + d->st.parameter_bytes_kept;
-  d->st.bytes_stock = d->st.activation_bytes_stock + d->st.parameter_bytes_stock;
-  const char *reasons = cli_json_get(json, "fallback_reasons"), *r;
-  for (int i = 0; d->nreasons < MAX_REASONS && (r = cli_json_at(reasons, i)); i++) {
-    cli_json_str(cli_json_get(r, "family"), d->reasons[d->nreasons].family, sizeof d->reasons[0].family);
-    cli_json_str(cli_json_get(r, "reason"), d->reasons[d->nreasons].text, sizeof d->reasons[0].text);
-    d->reasons[d->nreasons++].count = u64(r, "count");
-  }
-  const char *trace = cli_json_get(json, "trace"), *s;
-  if (!trace) return;
-  char attribution[16] = "";
-  cli_json_str(cli_json_get(trace, "attribution"), attribution, sizeof attribution);
-  d->operator_names = strcmp(attribution, "operator") == 0;
-  d->trace_nodes += u64(trace, "nodes");
-  d->trace_ns += u64(trace, "ns");
-  const char *sites = cli_json_get(trace, "sites");
-  for (int i = 0; d->sites && d->nsites < MAX_SITES && (s = cli_json_at(sites, i)); i++) {
-    cli_json_str(cli_json_get(s, "symbol"), d->sites[d->nsites].symbol, sizeof d->sites[0].symbol);
-    cli_json_str(cli_json_get(s, "module"), d->sites[d->nsites].module, sizeof d->sites[0].module);
-    d->sites[d->nsites].offset = u64(s, "module_offset");
-    d->sites[d->nsites].bytes = u64(s, "bytes");
-    d->sites[d->nsites++].nodes = u64(s, "nodes");
-  }
-}
-
 /* Reads every report in the run's directory; details only when asked (run B1). */
-static void read_reports(struct run *r, struct details *d) {
+static void read_reports(struct run *r, struct cli_details *d) {
   DIR *dir = opendir(r->dir);
   struct dirent *e;
   while (dir && (e = readdir(dir))) {
@@ -116,20 +43,7 @@ static void read_reports(struct run *r, struct details *d) {
     snprintf(path, sizeof path, "%s/%s", r->dir, e->d_name);
     char *json = read_file(path, 1 << 20);
     if (!json) continue;
-    struct measure *m = &r->m;
-    int loaded = cli_json_get(json, "torch_loaded") && strncmp(cli_json_get(json, "torch_loaded"), "true", 4) == 0;
-    if (m->reports++ == 0) {
-      cli_json_str(cli_json_get(json, "torch_version"), m->torch_version, sizeof m->torch_version);
-      cli_json_str(cli_json_get(json, "cuda.state"), m->cuda, sizeof m->cuda);
-    }
-    m->loaded |= loaded;
-    m->active |= strncmp(cli_json_get(json, "active") ? cli_json_get(json, "active") : "", "true", 4) == 0;
-    uint64_t peak = u64(json, "cpu_peak_total_bytes"), cuda = 0, v; /* the whole run's */
-    const char *devices = cli_json_get(json, "cuda.peak_allocated_bytes");
-    for (int i = 0; cli_json_u64(cli_json_at(devices, i), &v); i++) cuda += v;
-    if (peak > m->cpu_peak) m->cpu_peak = peak;
-    if (cuda > m->cuda_peak) m->cuda_peak = cuda;
-    if (d) read_details(json, d);
+    cli_read_report(json, &r->m, d);
     free(json);
   }
   if (dir) closedir(dir);
@@ -227,7 +141,7 @@ static double median_of(const struct run *runs, int n, int side, int q) {
   return median(v, k);
 }
 
-static void print_json(const struct cli_options *o, const struct run *runs, const struct details *d, const char *output) {
+static void print_json(const struct cli_options *o, const struct run *runs, const struct cli_details *d, const char *output) {
   /* cpu_peak_total_bytes: the whole run's peak, as the report's field of that name. */
   static const char *const names[M_COUNT] = {"cpu_peak_total_bytes", "cuda_peak_bytes", "rss_peak_bytes", "wall_s"};
   printf("{\"memsave_version\":\"%s\",\"command\":[", memsave_version());
@@ -297,7 +211,7 @@ static void print_row(const char *name, double a, double b, int bytes) {
   else printf("%-24s %14s %16s %8s\n", name, x, y, "-");
 }
 
-static void print_table(const struct cli_options *o, const struct run *runs, const struct details *d, const char *output) {
+static void print_table(const struct cli_options *o, const struct run *runs, const struct cli_details *d, const char *output) {
   char a[32], line[256];
   int n = o->runs;
   printf("memsave ab: %s, LibTorch %s, %d pair%s of runs\n", o->cmd[0], runs[1].m.torch_version, n, n > 1 ? "s" : "");
@@ -347,7 +261,7 @@ static void remove_run_files(const struct run *r) {
 }
 
 /* Runs A1 B1 A2 B2 ...; returns 0, or the status to exit with after a failed run. */
-static int run_all(struct cli_options *o, const char *tmp, struct run *runs, struct details *d) {
+static int run_all(struct cli_options *o, const char *tmp, struct run *runs, struct cli_details *d) {
   for (int i = 0; i < 2 * o->runs; i++) {
     struct run *r = &runs[i];
     const int b = i % 2;
@@ -395,8 +309,8 @@ int cli_ab(struct cli_options *o) {
     return CLI_EXIT_INTERNAL;
   }
   struct run *runs = calloc((size_t)(2 * o->runs), sizeof *runs);
-  struct details *d = calloc(1, sizeof *d);
-  if (d) d->sites = calloc(MAX_SITES, sizeof *d->sites);
+  struct cli_details *d = calloc(1, sizeof *d);
+  if (d) d->sites = calloc(CLI_MAX_SITES, sizeof *d->sites);
   for (int f = 0; d && f < MEMSAVE_FAMILY_COUNT; f++) d->states[f] = d->state[f];
   if (!runs || !d || !d->sites) {
     cli_error(o, "out of memory");

@@ -56,10 +56,44 @@ const char *cli_json_at(const char *array, int index);         /* element of an 
 int cli_json_u64(const char *value, uint64_t *out);
 int cli_json_str(const char *value, char *out, size_t cap);
 
+/* report_read.c: the measures of a run and the details of run B1, read from the reports. */
+#define CLI_MAX_REASONS 64
+#define CLI_MAX_SITES 1000
+
+/* What the reports of one run say; a run whose CMD starts several LibTorch processes has
+ * several reports: counters are summed and peaks take the largest. */
+struct cli_measure {
+  int reports, loaded, active;
+  uint64_t cpu_peak, cuda_peak;
+  char cuda[16];       /* state of the first report: absent, unused, present, unavailable */
+  char torch_version[32];
+};
+
+/* The details shown for run B1: families, bytes, reasons, call sites. The counters and bytes
+ * are those of struct memsave_stats, summed over the run's reports. */
+struct cli_details {
+  char state[MEMSAVE_FAMILY_COUNT][16];
+  const char *states[MEMSAVE_FAMILY_COUNT]; /* state[f], for the shared printers */
+  struct memsave_stats st;
+  int nreasons;
+  struct { char family[16], text[160]; uint64_t count; } reasons[CLI_MAX_REASONS];
+  int nsites, operator_names;
+  uint64_t trace_nodes, trace_ns;
+  struct { char symbol[160], module[96]; uint64_t offset, bytes, nodes; } *sites;
+};
+
+/* Adds what the report `json` says to m and, when d is not NULL, to d (d->sites may be NULL:
+ * no call sites). */
+void cli_read_report(const char *json, struct cli_measure *m, struct cli_details *d);
+
 /* ab.c */
 int cli_ab(struct cli_options *o);
 
-/* memsave.c: "memsave ab: " or "memsave run: " prefixed messages on stderr. */
+/* args.c: reads the command line into o (o->runs = 1 beforehand) and runs nothing. Returns
+ * -1 when o->mode is to be run, or memsave's exit status: 0 after --help or --version,
+ * CLI_EXIT_USAGE for bad options (the reason printed). May be called again. */
+int cli_parse(int argc, char **argv, struct cli_options *o);
+/* args.c: "memsave ab: " or "memsave run: " prefixed messages on stderr. */
 void cli_error(const struct cli_options *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif /* MEMSAVE_CLI_H */

@@ -24,12 +24,17 @@ static const char *skip_string(const char *p) {
   return NULL;
 }
 
+/* Reports nest four deep; text nested deeper than this is malformed (issue 15: a report of
+ * 1 MiB of '[' overflowed the stack of `memsave ab` in this recursion). */
+#define MAX_DEPTH 64
+
 /* Past the value starting at p (ws skipped), or NULL on malformed text. */
-static const char *skip_value(const char *p) {
+static const char *skip_value(const char *p, int depth) {
   p = skip_ws(p);
   if (!p || !*p) return NULL;
   if (*p == '"') return skip_string(p);
   if (*p == '{' || *p == '[') {
+    if (depth >= MAX_DEPTH) return NULL;
     char close = *p == '{' ? '}' : ']';
     p = skip_ws(p + 1);
     if (*p == close) return p + 1;
@@ -40,7 +45,7 @@ static const char *skip_value(const char *p) {
         if (!p || *p != ':') return NULL;
         p++;
       }
-      p = skip_ws(skip_value(p));
+      p = skip_ws(skip_value(p, depth + 1));
       if (!p) return NULL;
       if (*p == close) return p + 1;
       if (*p != ',') return NULL;
@@ -63,7 +68,7 @@ static const char *member(const char *p, const char *key, size_t len) {
     if (*p != ':') return NULL;
     p = skip_ws(p + 1);
     if ((size_t)(end - 1 - name) == len && strncmp(name, key, len) == 0) return p;
-    p = skip_ws(skip_value(p));
+    p = skip_ws(skip_value(p, 0));
     if (!p || *p != ',') return NULL;
     p = skip_ws(p + 1);
   }
@@ -88,7 +93,7 @@ const char *cli_json_at(const char *array, int index) {
   if (*p == ']') return NULL;
   for (int i = 0; p; i++) {
     if (i == index) return p;
-    p = skip_ws(skip_value(p));
+    p = skip_ws(skip_value(p, 0));
     if (!p || *p != ',') return NULL;
     p = skip_ws(p + 1);
   }

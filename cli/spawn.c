@@ -41,6 +41,22 @@ static void prepend_preload(const char *library) {
   free(value);
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <dlfcn.h>
+#include <limits.h>
+void __asan_init(void);
+/* A sanitized build (MEMSAVE_SANITIZE): libmemsave.so needs the ASan runtime, which must
+ * come first in the initial library list of an uninstrumented CMD. It is the runtime this
+ * program runs with, by its real path. */
+static void prepend_sanitizer_runtime(void) {
+  Dl_info info;
+  char path[PATH_MAX];
+  if (dladdr((void *)__asan_init, &info) && info.dli_fname && realpath(info.dli_fname, path)) prepend_preload(path);
+}
+#else
+static void prepend_sanitizer_runtime(void) {}
+#endif
+
 static void redirect(const char *path, int fd) {
   if (!path) return;
   int f = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -53,6 +69,7 @@ static void redirect(const char *path, int fd) {
 /* In the child, between fork and exec: the CLI is single-threaded, so setenv is safe. */
 static void child_main(const struct cli_options *o, const struct cli_child *c) {
   prepend_preload(o->library);
+  prepend_sanitizer_runtime();
   set_env("MEMSAVE", c->memsave);
   set_env("MEMSAVE_REPORT", c->report);
   set_env("MEMSAVE_OPS", o->ops);

@@ -5,7 +5,8 @@
 # lacks; libmemsave needs none of it: the hooks use the CPU libraries, and the test programs
 # only need libtorch_cuda loaded so that tensors can live on the GPU.
 #
-# Sets what find_package(Torch) sets for our use: TORCH_INSTALL_PREFIX and TORCH_LIBRARIES.
+# Sets what find_package(Torch) sets for our use: TORCH_INSTALL_PREFIX, TORCH_LIBRARIES and
+# TORCH_CXX_FLAGS (the ABI only).
 # MEMSAVE_TORCH_CXX11_ABI (0 or 1) must be torch.compiled_with_cxx11_abi().
 set(TORCH_INSTALL_PREFIX "${MEMSAVE_TORCH_PACKAGE}")
 if(NOT DEFINED MEMSAVE_TORCH_CXX11_ABI)
@@ -28,5 +29,6 @@ if(MEMSAVE_LIB_torch_cuda AND MEMSAVE_LIB_c10_cuda)
                         ${MEMSAVE_LIB_c10_cuda} "-Wl,--pop-state")
 endif()
 set(TORCH_LIBRARIES memsave_torch)
+set(TORCH_CXX_FLAGS "-D_GLIBCXX_USE_CXX11_ABI=${MEMSAVE_TORCH_CXX11_ABI}")
 message(STATUS "libmemsave: LibTorch from the package ${TORCH_INSTALL_PREFIX} (CXX11 ABI ${MEMSAVE_TORCH_CXX11_ABI}; "
                "CUDA libraries: ${MEMSAVE_LIB_torch_cuda})")

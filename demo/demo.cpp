@@ -5,8 +5,13 @@
 // (preloaded, with MEMSAVE=0 too) it also asks it, through the C ABI found with dlsym, for
 // the peak of the steps alone (Steps peak below), which the benchmark reports.
 //
-//   memsave-demo [--scenario NAME] [--model NAME] [--batch N] [--size S] [--steps K]
-//                [--threads T] [--list]
+//   memsave-demo [--scenario NAME] [--model NAME | --torchscript FILE] [--batch N] [--size S]
+//                [--steps K] [--threads T] [--list]
+//
+// Each step prints its loss (every bit of the double) and a digest of the gradients' bytes,
+// so that `memsave ab --check-output` compares gradients bit for bit. --torchscript trains a
+// module saved by torch.jit.save (traced or scripted image classifier) instead of a built-in
+// model, loaded with torch::jit::load as a LibTorch program would.
 #include <dlfcn.h>
 
 #include <cstdio>
@@ -18,6 +23,23 @@
 #include "scenarios.h"
 
 namespace {
+
+// FNV-1a over the gradients' bytes (contiguous copies), and their sizes: equal digests mean
+// bitwise-equal gradients, as far as a 64-bit hash can tell.
+uint64_t digest(const std::vector<torch::Tensor>& grads) {
+  uint64_t h = 1469598103934665603ULL;
+  auto mix = [&h](const unsigned char* p, size_t n) {
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ULL;
+  };
+  for (const torch::Tensor& g : grads) {
+    const int64_t numel = g.defined() ? g.numel() : -1;
+    mix(reinterpret_cast<const unsigned char*>(&numel), sizeof numel);
+    if (numel <= 0) continue;
+    const torch::Tensor c = g.detach().contiguous().cpu();
+    mix(static_cast<const unsigned char*>(c.data_ptr()), static_cast<size_t>(c.nbytes()));
+  }
+  return h;
+}
 
 // Steps peak: the CPU tensor bytes alive just before the first step (parameters, data,
 // optimiser state: the same with and without libmemsave) and the peak of the steps above
@@ -53,8 +75,8 @@ class StepsPeak {
 
 void usage(FILE* f) {
   std::fprintf(f,
-               "usage: memsave-demo [--scenario NAME] [--model NAME] [--batch N] [--size S] [--steps K] "
-               "[--threads T]\n       memsave-demo --list\n");
+               "usage: memsave-demo [--scenario NAME] [--model NAME | --torchscript FILE] [--batch N] [--size S]\n"
+               "                    [--steps K] [--threads T]\n       memsave-demo --list\n");
 }
 
 }  // namespace
@@ -84,6 +106,7 @@ int main(int argc, char** argv) {
     const char* v = argv[++i];
     if (!std::strcmp(a, "--scenario")) o.scenario = v;
     else if (!std::strcmp(a, "--model")) o.model = v;
+    else if (!std::strcmp(a, "--torchscript")) o.torchscript = v;
     else if (!std::strcmp(a, "--batch")) o.batch = std::atoll(v);
     else if (!std::strcmp(a, "--size")) o.size = std::atoll(v);
     else if (!std::strcmp(a, "--steps")) o.steps = std::atoll(v);
@@ -96,12 +119,16 @@ int main(int argc, char** argv) {
   }
   if (threads > 0) torch::set_num_threads(static_cast<int>(threads));
   try {
-    std::printf("scenario %s model %s batch %lld size %lld\n", o.scenario.c_str(), o.model.c_str(),
-                (long long)o.batch, (long long)o.size);
+    std::printf("scenario %s model %s batch %lld size %lld\n", o.scenario.c_str(),
+                o.torchscript.empty() ? o.model.c_str() : o.torchscript.c_str(), (long long)o.batch, (long long)o.size);
     StepsPeak steps_peak;
     o.before_first_step = [&] { steps_peak.before_first_step(); };
+    std::vector<uint64_t> digests;
+    o.after_backward = [&](const std::vector<torch::Tensor>& grads) { digests.push_back(digest(grads)); };
     std::vector<double> losses = memsave_demo::run_scenario(o);
-    for (size_t i = 0; i < losses.size(); i++) std::printf("step %zu loss %.17g\n", i, losses[i]);  // every bit of the double
+    for (size_t i = 0; i < losses.size(); i++)  // every bit of the double
+      std::printf("step %zu loss %.17g gradients %016llx\n", i, losses[i],
+                  i < digests.size() ? (unsigned long long)digests[i] : 0ULL);
     steps_peak.print();
   } catch (const c10::Error& e) {
     std::fprintf(stderr, "memsave-demo: %s\n", e.what_without_backtrace());

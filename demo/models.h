@@ -19,7 +19,7 @@ struct Model : torch::nn::Module {
   // The classifier (a head-only fine-tune trains only these).
   virtual std::vector<torch::Tensor> head_parameters() = 0;
   // Normalisation parameters (batch norm, layer norm).
-  std::vector<torch::Tensor> norm_parameters();
+  virtual std::vector<torch::Tensor> norm_parameters();
   // Every bias.
   std::vector<torch::Tensor> bias_parameters();
   // The input the model takes: images (N, 3, S, S), or token ids (N, S) for the transformer.

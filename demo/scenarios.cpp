@@ -4,6 +4,7 @@
 #include "scenarios.h"
 
 #include "models.h"
+#include "torchscript.h"
 
 namespace F = torch::nn::functional;
 
@@ -34,6 +35,11 @@ double train_steps(Model& m, const std::vector<torch::Tensor>& trainable, const 
     opt.zero_grad();
     torch::Tensor loss = F::cross_entropy(m.forward(input), target);
     loss.backward();
+    if (o.after_backward) {
+      std::vector<torch::Tensor> grads;
+      for (const auto& t : trainable) grads.push_back(t.grad());
+      o.after_backward(grads);
+    }
     opt.step();
     losses.push_back(loss.item<double>());
   }
@@ -52,6 +58,7 @@ void adversarial(Model& m, const ScenarioOptions& o, bool train_mode, std::vecto
   for (int64_t step = 0; step < o.steps; step++) {
     torch::Tensor loss = F::cross_entropy(m.forward(image + delta), target);
     loss.backward();
+    if (o.after_backward) o.after_backward({delta.grad()});
     {
       torch::NoGradGuard no_grad;
       delta.add_(delta.grad().sign() * alpha).clamp_(-eps, eps);
@@ -87,6 +94,7 @@ void style(Model& m, const ScenarioOptions& o, std::vector<double>& losses) {
     torch::Tensor loss = F::mse_loss(f.back(), content_f.back());
     for (size_t i = 0; i < f.size(); i++) loss = loss + 1e3 * F::mse_loss(gram(f[i]), style_g[i].expand_as(gram(f[i])));
     loss.backward();
+    if (o.after_backward) o.after_backward({image.grad()});
     opt.step();
     losses.push_back(loss.item<double>());
   }
@@ -96,7 +104,7 @@ void style(Model& m, const ScenarioOptions& o, std::vector<double>& losses) {
 
 std::vector<double> run_scenario(const ScenarioOptions& o) {
   torch::manual_seed(0);
-  std::shared_ptr<Model> m = make_model(o.model);
+  std::shared_ptr<Model> m = o.torchscript.empty() ? make_model(o.model) : load_torchscript_model(o.torchscript);
   TORCH_CHECK(m, "unknown model ", o.model);
   std::vector<double> losses;
   const std::string& s = o.scenario;

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <ATen/core/Tensor.h>
+
 namespace memsave_demo {
 
 struct ScenarioOptions {
@@ -19,6 +21,11 @@ struct ScenarioOptions {
   // Called once the model, data and optimiser exist, just before the first step: the
   // tests reset the peak here, so that they measure what training adds.
   std::function<void()> before_first_step;
+  // Called after every backward with the gradients the step computed (the trainable
+  // parameters', or the input's): the demo prints a digest of their bytes.
+  std::function<void(const std::vector<at::Tensor>&)> after_backward;
+  // A saved TorchScript module to use instead of `model` (memsave-demo --torchscript).
+  std::string torchscript;
 };
 
 // Scenarios:

@@ -10,7 +10,7 @@ mode=${1:-demo}
 build=${BUILD_DIR:-build}
 
 packages=(build-essential cmake libtorch-dev python3-torch python3-torchvision googletest libgtest-dev
-          libunwind-dev pkg-config)
+          libunwind-dev pkg-config file)  # file: CPack finds shared objects with it (package.sh)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,28 +1,53 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
-# trixie.sh [chroot|test]: build the whole test suite against LibTorch 2.6 in a Debian 13
-# (trixie) chroot, from a Debian 12 machine, as root.
+# trixie.sh [chroot|test|run CMD...]: build the whole test suite against LibTorch 2.6 in a
+# Debian 13 (trixie) chroot, from a Debian 12 machine, as root.
 #
 #   chroot  create or update the chroot only (idempotent: a complete chroot is reused)
 #   test    (default) the same, then configure, build and run ctest inside it
+#   run     the same mounts, then CMD inside the chroot (scripts/gpu-check.sh --dry-run);
+#           MEMSAVE_TRIXIE_OUT, a directory of this machine, is mounted writable at /out
 #
 # The chroot lives in $MEMSAVE_TRIXIE_ROOT (default /var/cache/libmemsave/trixie, about
 # 2 GB). The source tree is bind-mounted read-only at /src; the build goes to /build inside
 # the chroot. All mounts are made in a private mount namespace (unshare), so they vanish
 # when the script ends, however it ends; the host's mount table is never touched.
 #
-# Environment: MEMSAVE_TRIXIE_ROOT, MEMSAVE_TRIXIE_MIRROR (default http://deb.debian.org/debian),
-# MEMSAVE_TRIXIE_JOBS (build parallelism, default nproc), CTEST_ARGS (extra ctest arguments).
+# The chroot's apt sources (trixie, trixie-updates when the host uses updates, trixie-security)
+# take the mirror and the security mirror from the host's apt sources (scripts/apt_mirrors.sh:
+# /etc/apt/sources.list, sources.list.d/*.list and *.sources), so a host behind its own mirror
+# or proxy keeps using it.
+#
+# Environment: MEMSAVE_TRIXIE_ROOT, MEMSAVE_TRIXIE_MIRROR and MEMSAVE_TRIXIE_SECURITY_MIRROR
+# (override the host's mirrors), MEMSAVE_TRIXIE_APT_ETC (the host's apt folder, default
+# /etc/apt), MEMSAVE_TRIXIE_JOBS (build parallelism, default nproc), MEMSAVE_TRIXIE_BUILD
+# (the build folder inside the chroot, default /build; one per source tree keeps their
+# builds incremental), CTEST_ARGS (extra ctest arguments).
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 mode=${1:-test}
 root=${MEMSAVE_TRIXIE_ROOT:-/var/cache/libmemsave/trixie}
-mirror=${MEMSAVE_TRIXIE_MIRROR:-http://deb.debian.org/debian}
 jobs=${MEMSAVE_TRIXIE_JOBS:-$(nproc)}
+build=${MEMSAVE_TRIXIE_BUILD:-/build}
+case "$build" in /?*) ;; *) echo "trixie.sh: MEMSAVE_TRIXIE_BUILD must be an absolute path inside the chroot" >&2; exit 2 ;; esac
 packages=(build-essential cmake libtorch-dev python3-torch python3-torchvision googletest libgtest-dev
-          libunwind-dev pkg-config)
+          libunwind-dev pkg-config file)  # file: CPack finds shared objects with it (package.sh)
 
-case "$mode" in chroot | test) ;; *) echo "usage: $0 [chroot|test]" >&2; exit 2 ;; esac
+case "$mode" in chroot | test) ;; run) [ $# -gt 1 ] || { echo "usage: $0 run CMD..." >&2; exit 2; } ;;
+  *) echo "usage: $0 [chroot|test|run CMD...]" >&2; exit 2 ;; esac
+# The mirrors: the overrides, else the host's apt sources for the host's release.
+. "$src/scripts/apt_mirrors.sh"
+apt_etc=${MEMSAVE_TRIXIE_APT_ETC:-/etc/apt}
+host_codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+host_mirrors=$(memsave_apt_mirrors "$apt_etc" "$host_codename")
+mirror=${MEMSAVE_TRIXIE_MIRROR:-$(sed -n 's/^mirror //p' <<<"$host_mirrors")}
+security=${MEMSAVE_TRIXIE_SECURITY_MIRROR:-$(sed -n 's/^security //p' <<<"$host_mirrors")}
+updates=$(sed -n 's/^updates //p' <<<"$host_mirrors")
+if [ -z "$mirror" ]; then
+  echo "trixie.sh: no Debian mirror for ${host_codename:-this release} in the host's apt sources ($apt_etc/sources.list," \
+       "sources.list.d/*.list, *.sources); set MEMSAVE_TRIXIE_MIRROR=URL (and MEMSAVE_TRIXIE_SECURITY_MIRROR)" >&2
+  exit 2
+fi
 if [ "$(id -u)" != 0 ]; then echo "trixie.sh: run as root (debootstrap, chroot and mounts need it)" >&2; exit 2; fi
 case "$root" in "$src" | "$src"/*) echo "trixie.sh: MEMSAVE_TRIXIE_ROOT must be outside the source tree" >&2; exit 2 ;; esac
 
@@ -51,7 +76,7 @@ in_chroot() { chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:
 
 mkdir -p "$(dirname "$root")"
 exec 9>"$root.lock"
-flock 9  # one run per chroot at a time
+flock 9  # one run at a time makes or updates the chroot; builds (each in its own folder) then run side by side
 
 # 1. The base system. The marker is written only after debootstrap succeeded; a partial
 #    tree from an interrupted run is removed and made again.
@@ -78,8 +103,20 @@ if [ ! -e "$root/.memsave-debootstrap-done" ]; then
   touch "$root/.memsave-debootstrap-done"
 fi
 
-# 2. The packages, when the list changed or was never installed completely.
-want="${packages[*]}"
+# 2. The chroot's apt sources, from the mirrors above (debootstrap's sources.list named the
+#    mirror only); then the packages, when the list or the sources changed or were never
+#    installed completely.
+{
+  printf 'Types: deb\nURIs: %s\nSuites: trixie%s\nComponents: main\n' "$mirror" "$([ "$updates" = yes ] && echo " trixie-updates")"
+  [ -z "$security" ] || printf '\nTypes: deb\nURIs: %s\nSuites: trixie-security\nComponents: main\n' "$security"
+} >"$root/etc/apt/sources.list.d/debian.sources.new"
+if ! cmp -s "$root/etc/apt/sources.list.d/debian.sources.new" "$root/etc/apt/sources.list.d/debian.sources"; then
+  log "apt sources: trixie from $mirror${security:+, trixie-security from $security}$([ "$updates" = yes ] && echo ", trixie-updates")"
+  [ -n "$security" ] || log "no security mirror in the host's apt sources: the chroot gets no trixie-security (MEMSAVE_TRIXIE_SECURITY_MIRROR)"
+fi
+mv "$root/etc/apt/sources.list.d/debian.sources.new" "$root/etc/apt/sources.list.d/debian.sources"
+rm -f "$root/etc/apt/sources.list"
+want="${packages[*]} $(cksum <"$root/etc/apt/sources.list.d/debian.sources")"
 if [ "$(cat "$root/.memsave-packages" 2>/dev/null)" != "$want" ]; then
   log "installing ${packages[*]}"
   printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"  # no services start in the chroot
@@ -97,6 +134,7 @@ fi
 t1=$(date +%s)
 log "chroot ready in $(elapsed $((t1 - t0))) ($(du -sh "$root" 2>/dev/null | cut -f1)); $(in_chroot dpkg-query -W -f='libtorch-dev ${Version}' libtorch-dev)"
 [ "$mode" = chroot ] && exit 0
+flock -u 9
 
 # 3. Configure, build and test inside. /dev/shm is a fresh tmpfs (multiprocessing and
 #    torch.distributed want one); /src is read-only so the build cannot write into the tree.
@@ -109,13 +147,22 @@ mnt "$root/dev/shm" -t tmpfs -o mode=1777 shm
 mnt "$root/tmp" -t tmpfs -o mode=1777 tmp
 mnt "$root/src" --bind "$src"
 mount -o remount,bind,ro "$root/src"
-in_chroot sh -c "cmake -S /src -B /build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/build.configure.log 2>&1 || { cat /build.configure.log; exit 1; }"
-in_chroot cmake --build /build -j"$jobs"
+if [ "$mode" = run ]; then
+  shift
+  [ -n "${MEMSAVE_TRIXIE_OUT:-}" ] && mnt "$root/out" --bind "$MEMSAVE_TRIXIE_OUT"
+  set +e
+  in_chroot "$@"
+  rc=$?
+  set -e
+  exit $rc
+fi
+in_chroot sh -c "cmake -S /src -B '$build' -DCMAKE_BUILD_TYPE=RelWithDebInfo >'$build.configure.log' 2>&1 || { cat '$build.configure.log'; exit 1; }"
+in_chroot cmake --build "$build" -j"$jobs"
 t2=$(date +%s)
 log "built in $(elapsed $((t2 - t1)))"
 set +e
 # shellcheck disable=SC2086
-in_chroot sh -c "cd /build && ctest --output-on-failure -j1 ${CTEST_ARGS:-}"
+in_chroot sh -c "cd '$build' && ctest --output-on-failure -j1 ${CTEST_ARGS:-}"
 rc=$?
 set -e
 t3=$(date +%s)

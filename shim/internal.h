@@ -31,6 +31,9 @@ void memsave__try_activate(void);
 int memsave__torch_state(void); /* 1 hooks loaded, 0 not yet, <0 refused */
 
 /* report.c */
+/* Expands each %p of pattern to the pid into out; returns 1, or 0 (out truncated, still a
+ * string when cap > 0) when the result does not fit in cap bytes. */
+int memsave__expand_path(const char *pattern, char *out, size_t cap);
 /* From the constructor: the report and the timeline at exit, when their options ask. */
 void memsave__report_install(void);
 /* Writes the report to `spec` ("stderr" or a path, %p = pid; .json = JSON) as a process in

@@ -3,6 +3,7 @@
  * buffers inside memsave__shared.opts (the hooks read them there), with no heap and nothing
  * that could re-enter the shim. Reading, the verbose listing and docs/options.md's table are
  * loops over the one table below. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,28 +59,35 @@ static const struct option table[] = {
 #define NOPTIONS (sizeof table / sizeof table[0])
 
 /* MEMSAVE_TIMELINE is written at exit; a path whose directory cannot be written is
- * refused now, while a warning can still say so. */
-static int writable_dir_of(const char *path) {
+ * refused now, while a warning can still say so, and why. Returns 0 or that errno. */
+static int output_dir_error(const char *path) {
   size_t n = strlen(path);
-  if (path[n - 1] == '/') return 0;
+  if (path[n - 1] == '/') return EISDIR;
   const char *slash = strrchr(path, '/');
-  if (!slash) return access(".", W_OK) == 0;
-  if (slash == path) return access("/", W_OK) == 0;
-  char dir[4096];
-  memcpy(dir, path, (size_t)(slash - path));
-  dir[slash - path] = '\0';
-  return access(dir, W_OK) == 0;
+  char dir[4096] = ".";
+  if (slash == path) {
+    dir[0] = '/';
+  } else if (slash) {
+    if ((size_t)(slash - path) >= sizeof dir) return ENAMETOOLONG;
+    memcpy(dir, path, (size_t)(slash - path));
+    dir[slash - path] = '\0';
+  }
+  return access(dir, W_OK) == 0 ? 0 : errno;
 }
 
-/* Parses `v` into the field; returns 1, or 0 (field untouched) for a bad value. */
-static int parse(const struct option *o, const char *v, void *field) {
+/* Parses `v` into the field; returns 1, or 0 (field untouched) for a bad value, with *err
+ * the errno that refused a path (0 for a value outside the grammar). */
+static int parse(const struct option *o, const char *v, void *field, int *err) {
+  *err = 0;
   switch (o->kind) {
     case KIND_BOOL: return memsave__parse_bool(v, field);
     case KIND_INT: return memsave__parse_int(v, o->lo, o->hi, field);
     case KIND_OPS: return memsave__parse_ops(v, field);
     case KIND_PATH:
     case KIND_OUTPUT:
-      if (strlen(v) >= o->size || (o->kind == KIND_OUTPUT && !writable_dir_of(v))) return 0;
+      if (strlen(v) >= o->size) *err = ENAMETOOLONG;
+      else if (o->kind == KIND_OUTPUT) *err = output_dir_error(v);
+      if (*err) return 0;
       memcpy(field, v, strlen(v) + 1);
       return 1;
   }
@@ -113,11 +121,12 @@ static const char *show_default(const struct option *o, char *buf, size_t cap) {
 static char pending[MAX_PENDING][512];
 static int npending;
 
-static void bad_value(const struct option *o, const char *value) {
+static void bad_value(const struct option *o, const char *value, int err) {
   char dflt[64];
   if (npending == MAX_PENDING) return;
   snprintf(pending[npending++], sizeof pending[0],
-           "warning: %s=\"%.200s\" is not valid (accepted: %s); using the default, %s", o->name, value, o->accepted,
+           "warning: %s=\"%.200s%s\" is not valid%s%s (accepted: %s); using the default, %s", o->name, value,
+           strlen(value) > 200 ? "..." : "", err ? ": " : "", err ? strerror(err) : "", o->accepted,
            show_default(o, dflt, sizeof dflt));
 }
 
@@ -128,7 +137,8 @@ void memsave__options_read(void) {
     void *field = (char *)&memsave__shared.opts + o->offset;
     const char *v = getenv(o->name);
     set_default(o, field);
-    if (v && *v && !parse(o, v, field)) bad_value(o, v);
+    int err;
+    if (v && *v && !parse(o, v, field, &err)) bad_value(o, v, err);
   }
 }
 

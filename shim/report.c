@@ -13,9 +13,10 @@
 #include "internal.h"
 
 
-/* Expands %p to the pid; returns 0 if the result does not fit. */
-static int expand_path(const char *pattern, char *out, size_t cap) {
+int memsave__expand_path(const char *pattern, char *out, size_t cap) {
   size_t n = 0;
+  if (cap == 0) return 0;
+  out[0] = '\0';
   for (const char *p = pattern; *p; p++) {
     int w;
     if (p[0] == '%' && p[1] == 'p') {
@@ -110,7 +111,11 @@ static void write_json(FILE *f, const struct memsave_stats *st, int torch_state)
     fprintf(f, ",\"count\":%llu}", (unsigned long long)r->count);
   }
   fprintf(f, "]");
-  if (s->trace_table) write_json_trace(f, s->trace_table);
+  if (s->trace_table)
+    write_json_trace(f, s->trace_table);
+  else if (s->opts.trace > 0 && memsave_is_active()) /* hooks without libunwind (trace.cpp) */
+    fprintf(f, ",\"trace\":{\"top\":%d,\"attribution\":\"unavailable\",\"nodes\":0,\"ns\":0,\"sites\":[]}",
+            s->opts.trace);
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   fprintf(f, ",\"process\":{\"rss_peak_bytes\":%llu,\"user_s\":%.3f,\"system_s\":%.3f}}\n",
@@ -170,7 +175,10 @@ static void write_text(FILE *f, const struct memsave_stats *st, int torch_state)
   for (int i = 0; i < memsave__nreasons; i++)
     fprintf(f, "memsave:   fallback %s: %s (%llu)\n", memsave_family_name(memsave__reasons[i].family),
             memsave__reasons[i].text, (unsigned long long)memsave__reasons[i].count);
-  if (s->trace_table) write_text_trace(f, s->trace_table);
+  if (s->trace_table)
+    write_text_trace(f, s->trace_table);
+  else if (s->opts.trace > 0 && memsave_is_active()) /* Note [Without libunwind] in hooks/core/trace.cpp */
+    fprintf(f, "memsave:   trace: unavailable (the hooks were built without libunwind)\n");
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   fprintf(f, "memsave:   process: peak RSS %s, user %.2f s, system %.2f s\n",
@@ -178,16 +186,21 @@ static void write_text(FILE *f, const struct memsave_stats *st, int torch_state)
           ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
 }
 
-/* Says once that an output is lost and why; returns -1. */
+/* Says once that an output is lost and why; returns -1. A path longer than the printer's
+ * line is shown by its two ends, so that the error still fits (issue 15: a %p-expanded
+ * path of 3000 bytes cut the error off the line). */
 static int lost(const char *what, const char *path, int err) {
-  memsave__log(MEMSAVE_LOG_WARN, "warning: could not write the %s to %s; the %s is lost: %s", what, path, what,
-               strerror(err));
+  const int keep = 240;
+  size_t n = strlen(path);
+  int cut = n > 2u * keep + 3;
+  memsave__log(MEMSAVE_LOG_WARN, "warning: could not write the %s to %.*s%s%s; the %s is lost: %s", what,
+               cut ? keep : (int)n, path, cut ? "..." : "", cut ? path + n - keep : "", what, strerror(err));
   return -1;
 }
 
 /* Opens the file for `spec` (%p = pid) into path; NULL after saying why. */
 static FILE *open_output(const char *what, const char *spec, char *path, size_t cap) {
-  if (!expand_path(spec, path, cap)) {
+  if (!memsave__expand_path(spec, path, cap)) {
     lost(what, spec, ENAMETOOLONG);
     return NULL;
   }
@@ -227,19 +240,31 @@ int memsave__report_write_to(const char *spec, int torch_state) {
   return close_output("report", path, f);
 }
 
+/* Note [Reports of forked children]: a child made by fork() inherits the atexit handlers,
+ * the counters and the options. It writes its own report or timeline only when the path has
+ * %p (one file per process; its counts start from the parent's at the fork); otherwise only
+ * the process that was started with the preload writes, and a child (a DataLoader worker, a
+ * C++ host's fork()) that exits through exit() leaves the parent's file alone. "stderr"
+ * counts as a path without %p. The owner is the pid at the constructor: exec starts over. */
+static long owner_pid;
+
+static int ours_to_write(const char *spec) {
+  return (long)getpid() == owner_pid || strstr(spec, "%p") != NULL;
+}
+
 /* A process that never loaded LibTorch writes nothing: children of the host inherit
  * MEMSAVE_REPORT and must not overwrite the host's report. */
 static void report_at_exit(void) {
   static int written;
   int state = memsave__torch_state();
-  if (written || state == 0) return;
+  if (written || state == 0 || !ours_to_write(memsave__shared.opts.report)) return;
   written = 1;
   memsave__report_write_to(memsave__shared.opts.report, state);
 }
 
 static void timeline_at_exit(void) {
   static int written;
-  if (written || !memsave__shared.timeline_table) return;
+  if (written || !memsave__shared.timeline_table || !ours_to_write(memsave__shared.opts.timeline)) return;
   written = 1;
   memsave__timeline_write_to(memsave__shared.opts.timeline, memsave__shared.timeline_table);
 }
@@ -247,9 +272,11 @@ static void timeline_at_exit(void) {
 /* Registered from the constructor, before LibTorch's own exit handlers exist, so they run
  * after them: the counters live in the shim and stay readable. Python hosts reach them too:
  * the interpreter finalises and then calls exit(), also for sys.exit(). A host that leaves
- * through _exit (os._exit, a killed process) writes no report. The timeline is written by
- * processes that loaded LibTorch (the hooks set its table). */
+ * through _exit (os._exit, a killed process, Python's forked multiprocessing workers) writes
+ * no report. The timeline is written by processes that loaded LibTorch (the hooks set its
+ * table). */
 void memsave__report_install(void) {
+  owner_pid = (long)getpid();
   if (memsave__shared.opts.report[0]) atexit(report_at_exit);
   if (memsave__shared.opts.timeline[0]) atexit(timeline_at_exit);
 }

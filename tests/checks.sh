@@ -5,7 +5,11 @@
 # $failures.
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-for v in $(compgen -e); do case $v in MEMSAVE*) unset "$v" ;; esac; done
+# A sanitized build (MEMSAVE_SANITIZE; tests/CMakeLists.txt) names its ASan runtime in
+# MEMSAVE_TEST_PRELOAD: it must come first in the LD_PRELOAD of every uninstrumented host
+# that preloads libmemsave.so. $pre is that runtime and a colon, or nothing.
+pre=${MEMSAVE_TEST_PRELOAD:+$MEMSAVE_TEST_PRELOAD:}
+for v in $(compgen -e); do case $v in MEMSAVE_TEST_PRELOAD) ;; MEMSAVE*) unset "$v" ;; esac; done
 unset LD_PRELOAD
 export OMP_NUM_THREADS=1
 failures=0

@@ -15,6 +15,8 @@ namespace {
 
 using memsave::BitMask;
 using memsave_test::bitwise_equal;
+using memsave_test::on_cuda;
+using memsave_test::to_test_device;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
@@ -72,6 +74,24 @@ TEST(BitMask, RoundTripsValuesAndStrides) {
     for (const auto& [what, t] : layouts(dtype)) round_trip(what + " " + c10::toString(dtype), t);
   at::manual_seed(1);
   for (int64_t n : {1, 7, 8, 9, 63, 64, 65, 511, 512, 513, 4099, 70001}) round_trip(std::to_string(n), at::randn({n}));
+}
+
+// On CUDA the masks are packed and unpacked by the tensor-op path: the CPU's bytes, and the
+// values and strides back (issue 14).
+TEST(BitMask, CudaPacksAsTheCpu) {
+  if (!on_cuda()) GTEST_SKIP() << "CUDA only: masks of CUDA tensors";
+  for (const auto& [what, t] : layouts(at::kFloat)) {
+    if (what == "expanded") continue;  // to_test_device cannot copy into overlapping memory
+    at::Tensor src = to_test_device(t), pred = src.gt(0);
+    BitMask cpu(t.gt(0), t), cuda(pred, src);
+    EXPECT_TRUE(bitwise_equal(cpu.bits(), cuda.bits().cpu())) << what;
+    for (at::ScalarType dtype : {at::kFloat, at::kHalf, at::kBool}) {
+      at::Tensor want = BitMask::keeps_strides(src)
+                            ? at::empty_strided(src.sizes(), src.strides(), pred.options().dtype(dtype)).copy_(pred)
+                            : pred.to(dtype).contiguous();
+      EXPECT_TRUE(bitwise_equal(cuda.unpack(dtype), want)) << what << " " << dtype;
+    }
+  }
 }
 
 TEST(BitMask, StridesOfNonDenseAndOverlapping) {

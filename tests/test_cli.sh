@@ -50,9 +50,9 @@ expect_has "missing command: reason" "$out" "memsave run: missing command"
 out=$("$memsave" run --ops conv,-relu --trace 7 -v -- sh -c 'echo "$MEMSAVE_OPS $MEMSAVE_TRACE $MEMSAVE_VERBOSE"')
 expect_eq "options become MEMSAVE_* variables" "$out" "conv,-relu 7 1"
 out=$("$memsave" run sh -c 'echo "$LD_PRELOAD"')
-expect_eq "LD_PRELOAD set, no -- needed" "$out" "$(realpath "$lib")"
-out=$(LD_PRELOAD=libm.so.6 "$memsave" run -- sh -c 'echo "$LD_PRELOAD"')
-expect_eq "an existing LD_PRELOAD is kept after ours" "$out" "$(realpath "$lib"):libm.so.6"
+expect_eq "LD_PRELOAD set, no -- needed" "$out" "$pre$(realpath "$lib")"
+out=$(LD_PRELOAD=${pre}libm.so.6 "$memsave" run -- sh -c 'echo "$LD_PRELOAD"')
+expect_eq "an existing LD_PRELOAD is kept after ours" "$out" "$pre$(realpath "$lib"):${pre}libm.so.6"
 
 # --- Exit statuses of memsave run --------------------------------------------------------
 "$memsave" run -- sh -c 'exit 7'; expect_eq "run passes exit status 7" "$?" "7"
@@ -70,7 +70,7 @@ expect_has "run says where the report went" "$out" "memsave run: report written 
 expect_has "the report is there" "$(cat "$tmp"/run-*.txt)" "memsave: report (libmemsave"
 out=$("$memsave" run --report "$tmp/none-%p.json" -- /bin/true 2>&1)
 expect_has "run without LibTorch says so" "$out" "no report written: /bin/true never loaded LibTorch"
-maps=$(MEMSAVE_TRACE=5 LD_PRELOAD=$lib sh -c 'cat /proc/self/maps')
+maps=$(MEMSAVE_TRACE=5 LD_PRELOAD=$pre$lib sh -c 'cat /proc/self/maps')
 expect_eq "MEMSAVE_TRACE maps no unwinder or hooks without LibTorch" \
   "$(grep -c -e libunwind -e libmemsave_hooks -e libtorch <<<"$maps")" "0"
 
@@ -160,20 +160,20 @@ d['activation_bytes_stock'] + d['parameter_bytes_stock'] == d['bytes_stock'] and
 d['cuda']['state'] in ('absent', 'unused', 'present', 'unavailable')"
   check "$1" "(lambda S: $expr)({k: int(v) for k, v in (f.split('=') for f in '''$2'''.split()[1:])})" "$3"
 }
-stats=$(MEMSAVE_REPORT="$tmp/cpp-%p.json" LD_PRELOAD=$lib "$trace_host" | grep '^stats ')
+stats=$(MEMSAVE_REPORT="$tmp/cpp-%p.json" LD_PRELOAD=$pre$lib "$trace_host" | grep '^stats ')
 stats_check "C++ host: JSON report agrees with memsave_get_stats" "$stats" "$(ls "$tmp"/cpp-*.json)"
 if ! ldd "$trace_host" | grep -q libc10_cuda; then
   check "C++ host: CUDA absent with a CPU-only LibTorch" "d['cuda'] == {'state': 'absent', 'peak_allocated_bytes': []}" "$(ls "$tmp"/cpp-*.json)"
 fi
 # CUDA through a stand-in libc10_cuda (tests/fake_c10_cuda.cpp): the peak of each device the
 # allocator knows, read with dlsym; none initialised: "unused".
-FAKE_CUDA_DEVICES=2 MEMSAVE_REPORT="$tmp/cuda-%p.json" LD_PRELOAD="$lib $fake_cuda" "$trace_host" >/dev/null
+FAKE_CUDA_DEVICES=2 MEMSAVE_REPORT="$tmp/cuda-%p.json" LD_PRELOAD="$pre$lib $fake_cuda" "$trace_host" >/dev/null
 check "CUDA: the caching allocator's peak per device" "d['cuda'] == {'state': 'present', 'peak_allocated_bytes': [1000000, 2000000]}" "$(ls "$tmp"/cuda-*.json)"
-FAKE_CUDA_DEVICES=0 MEMSAVE_REPORT="$tmp/unused-%p.json" LD_PRELOAD="$lib $fake_cuda" "$trace_host" >/dev/null
+FAKE_CUDA_DEVICES=0 MEMSAVE_REPORT="$tmp/unused-%p.json" LD_PRELOAD="$pre$lib $fake_cuda" "$trace_host" >/dev/null
 check "CUDA: loaded but never used" "d['cuda'] == {'state': 'unused', 'peak_allocated_bytes': []}" "$(ls "$tmp"/unused-*.json)"
-out=$(FAKE_CUDA_DEVICES=1 LD_PRELOAD=$fake_cuda "$memsave" ab -- "$trace_host")
+out=$(FAKE_CUDA_DEVICES=1 LD_PRELOAD=$pre$fake_cuda "$memsave" ab -- "$trace_host")
 expect_has "CUDA: ab shows the CUDA row with B/A" "$out" "peak CUDA tensor bytes  *976.6 KiB  *976.6 KiB  *1.000"
-MEMSAVE_REPORT="$tmp/cpp-%p.txt" LD_PRELOAD=$lib "$trace_host" >/dev/null
+MEMSAVE_REPORT="$tmp/cpp-%p.txt" LD_PRELOAD=$pre$lib "$trace_host" >/dev/null
 text=$(cat "$tmp"/cpp-*.txt)
 substituted=$(sed -n 's/.*conv_substituted=\([0-9]*\).*/\1/p' <<<"$stats")
 expect_has "C++ host: text report, conv row" "$text" "^memsave:   conv  *on  *$substituted  *0  *0  ok$"
@@ -186,7 +186,7 @@ if "$py" -c 'import torch' 2>/dev/null; then
   stats=$(grep '^stats ' "$tmp/py.out")
   expect_eq "Python host: sys.exit status through memsave run" "$rc" "4"
   stats_check "Python host: JSON report at exit agrees with memsave_get_stats" "$stats" "$(ls "$tmp"/py-*.json)"
-  out=$(MEMSAVE_REPORT=stderr LD_PRELOAD=$lib "$py" "$src/report_python.py" 2>&1 >/dev/null)
+  out=$(MEMSAVE_REPORT=stderr LD_PRELOAD=$pre$lib "$py" "$src/report_python.py" 2>&1 >/dev/null)
   expect_has "Python host: text report on stderr" "$out" "^memsave:   conv  *on  *4 "
 else
   fail "Python host" "/usr/bin/python3 cannot import torch (install python3-torch)"
@@ -194,19 +194,19 @@ fi
 
 # --- Call-site attribution ---------------------------------------------------------------
 # trace_host: 3 calls each; a call does not keep its input: 4*8*32*32*4 and 4*8*8*8*4 bytes.
-MEMSAVE_TRACE=5 MEMSAVE_REPORT="$tmp/trace-%p.json" LD_PRELOAD=$lib "$trace_host" >/dev/null
+MEMSAVE_TRACE=5 MEMSAVE_REPORT="$tmp/trace-%p.json" LD_PRELOAD=$pre$lib "$trace_host" >/dev/null
 report=$(ls "$tmp"/trace-*.json)
 check "trace: two call sites, ranked by bytes" "[s['symbol'].split('(anonymous namespace)::')[-1].split('(')[0] for s in d['trace']['sites']] == ['large_frozen_convs', 'small_frozen_convs']" "$report"
 check "trace: bytes and nodes per site" "[(s['bytes'], s['nodes']) for s in d['trace']['sites']] == [(3 * 131072, 3), (3 * 8192, 3)]" "$report"
 check "trace: module and attribution" "all(s['module'] == 'trace_host' for s in d['trace']['sites']) and d['trace']['attribution'] == 'call_site'" "$report"
 check "trace: every node attributed" "d['trace']['nodes'] == 6 and d['trace']['unattributed_nodes'] == 0" "$report"
-MEMSAVE_TRACE=1 MEMSAVE_REPORT="$tmp/top1-%p.json" LD_PRELOAD=$lib "$trace_host" >/dev/null
+MEMSAVE_TRACE=1 MEMSAVE_REPORT="$tmp/top1-%p.json" LD_PRELOAD=$pre$lib "$trace_host" >/dev/null
 check "trace: top N cuts the list" "len(d['trace']['sites']) == 1 and d['trace']['sites_total'] == 2" "$(ls "$tmp"/top1-*.json)"
 out=$("$memsave" ab --trace 2 -- "$trace_host")
 expect_has "ab --trace: call sites of B1" "$out" "call sites of run B1"
 expect_has "ab --trace: the larger first" "$(grep -A3 'call sites of run B1' <<<"$out" | grep frozen_convs | head -1)" "large_frozen_convs"
 if "$py" -c 'import torch' 2>/dev/null; then
-  MEMSAVE_TRACE=3 MEMSAVE_REPORT="$tmp/pytrace-%p.json" LD_PRELOAD=$lib "$py" "$src/report_python.py" >/dev/null
+  MEMSAVE_TRACE=3 MEMSAVE_REPORT="$tmp/pytrace-%p.json" LD_PRELOAD=$pre$lib "$py" "$src/report_python.py" >/dev/null
   check "trace, Python host: attributed to the operator" "d['trace']['attribution'] == 'operator' and [s['symbol'] for s in d['trace']['sites']] == ['aten::convolution'] and d['trace']['sites'][0]['bytes'] == d['bytes_stock'] - d['bytes_kept']" "$(ls "$tmp"/pytrace-*.json)"
 fi
 

@@ -26,6 +26,12 @@ BLOCKS, CHANNELS, BATCH, SIZE, STEPS = 6, 32, 8, 32, 3
 RUN_TIMEOUT_S = 240  # per run of two ranks; a hang fails the test instead of blocking ctest
 
 
+
+def preload(lib):
+    """LD_PRELOAD for lib: a sanitized build's ASan runtime (MEMSAVE_TEST_PRELOAD, set by
+    tests/CMakeLists.txt) must come first."""
+    return ":".join(filter(None, [os.environ.get("MEMSAVE_TEST_PRELOAD"), lib]))
+
 def worker(outdir):
     import ctypes
     import datetime
@@ -99,7 +105,9 @@ def tcpstore_has_libuv():
         raise
 
 
-def launch(name, lib, memsave, torch_major, tmp):
+def launch(name, lib, memsave, torch_major, tmp, worker_args=()):
+    """Runs `this script --worker OUTDIR WORKER_ARGS` on 2 ranks; the caller's script when
+    another test (test_fsdp.py) imports this one."""
     outdir = os.path.join(tmp, name)
     os.mkdir(outdir)
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2",
@@ -107,8 +115,8 @@ def launch(name, lib, memsave, torch_major, tmp):
                USE_LIBUV="0")  # the TCPStore of env:// without libuv (see launch on torch >= 2)
     env.pop("LD_PRELOAD", None)
     if memsave is not None:
-        env.update(LD_PRELOAD=lib, MEMSAVE=memsave, MEMSAVE_REPORT=os.path.join(outdir, "report-%p.json"))
-    me = [sys.executable, os.path.abspath(__file__), "--worker", outdir]
+        env.update(LD_PRELOAD=preload(lib), MEMSAVE=memsave, MEMSAVE_REPORT=os.path.join(outdir, "report-%p.json"))
+    me = [sys.executable, os.path.abspath(sys.argv[0]), "--worker", outdir] + list(worker_args)
     if torch_major >= 2:
         torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
                     "--local-addr=127.0.0.1"]

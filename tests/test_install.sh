@@ -57,7 +57,7 @@ target_link_libraries(app PRIVATE memsave::memsave)
 CMAKE
 if cmake -S "$tmp" -B "$tmp/app-build" -DCMAKE_PREFIX_PATH="$tmp/moved" >"$tmp/cmake.log" 2>&1 &&
    cmake --build "$tmp/app-build" >>"$tmp/cmake.log" 2>&1; then
-  expect_eq "find_package(memsave): the program runs" "$("$tmp/app-build/app")" "version 0.1.0 stats 0"
+  expect_eq "find_package(memsave): the program runs" "$(LD_PRELOAD=$pre "$tmp/app-build/app")" "version 0.1.0 stats 0"
 else
   fail "find_package(memsave): configure and build" "$(tail -20 "$tmp/cmake.log")"
 fi
@@ -65,7 +65,7 @@ command -v pkg-config >/dev/null || fail "pkg-config" "pkg-config is not install
 flags=$(PKG_CONFIG_PATH="$tmp/moved/$libdir/pkgconfig" pkg-config --cflags --libs memsave)
 expect_has "pkg-config: flags point into the moved prefix" "$flags" "-I$tmp/moved/.*include"
 if cc "$tmp/app.c" -o "$tmp/app-pc" $flags 2>"$tmp/cc.log"; then
-  expect_eq "pkg-config: the program runs" "$(LD_LIBRARY_PATH="$tmp/moved/$libdir" "$tmp/app-pc")" "version 0.1.0 stats 0"
+  expect_eq "pkg-config: the program runs" "$(LD_PRELOAD=$pre LD_LIBRARY_PATH="$tmp/moved/$libdir" "$tmp/app-pc")" "version 0.1.0 stats 0"
 else
   fail "pkg-config: compile" "$(cat "$tmp/cc.log")"
 fi

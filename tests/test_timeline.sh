@@ -10,12 +10,12 @@ lib=$1 demo=$2
 small=(--scenario adversarial --model resnet18 --batch 2 --size 32 --steps 1)
 
 # A path in a directory that does not exist: one warning, the host runs, no file.
-out=$(MEMSAVE_TIMELINE=$tmp/missing/t.csv LD_PRELOAD=$lib "$demo" "${small[@]}" 2>&1); rc=$?
+out=$(MEMSAVE_TIMELINE=$tmp/missing/t.csv LD_PRELOAD=$pre$lib "$demo" "${small[@]}" 2>&1); rc=$?
 expect_eq "bad path: host exits 0" "$rc" "0"
 expect_eq "bad path: one warning" "$(grep -c 'memsave: warning: MEMSAVE_TIMELINE=' <<<"$out")" "1"
 expect_has "bad path: the warning names the value" "$out" "MEMSAVE_TIMELINE=\"$tmp/missing/t.csv\" is not valid"
 expect_eq "bad path: no file" "$(ls "$tmp")" ""
-out=$(MEMSAVE_TIMELINE=$tmp/ LD_PRELOAD=$lib "$demo" "${small[@]}" 2>&1)
+out=$(MEMSAVE_TIMELINE=$tmp/ LD_PRELOAD=$pre$lib "$demo" "${small[@]}" 2>&1)
 expect_eq "a directory: one warning" "$(grep -c 'memsave: warning: MEMSAVE_TIMELINE=' <<<"$out")" "1"
 
 # rows FILE: the data lines (no comments, no column names).
@@ -36,17 +36,17 @@ check() {
   expect_eq "$name: largest max_bytes is the report's peak" "$(rows "$file" | awk -F, '$4 > m { m = $4 } END { printf "%d", m }')" "$peak"
 }
 
-MEMSAVE_TIMELINE=$tmp/t-%p.csv MEMSAVE_REPORT=$tmp/r.json LD_PRELOAD=$lib "$demo" "${small[@]}" > /dev/null
+MEMSAVE_TIMELINE=$tmp/t-%p.csv MEMSAVE_REPORT=$tmp/r.json LD_PRELOAD=$pre$lib "$demo" "${small[@]}" > /dev/null
 f=$(ls "$tmp"/t-*.csv 2>/dev/null | head -1)
 check "libmemsave" "${f:-$tmp/t-none.csv}" "$tmp/r.json"
 expect_has "%p expands to the pid" "$f" "t-[0-9]"
 expect_has "header says active" "$(head -1 "${f:-/dev/null}")" "active"
-MEMSAVE=0 MEMSAVE_TIMELINE=$tmp/stock.csv MEMSAVE_REPORT=$tmp/rs.json LD_PRELOAD=$lib "$demo" "${small[@]}" > /dev/null
+MEMSAVE=0 MEMSAVE_TIMELINE=$tmp/stock.csv MEMSAVE_REPORT=$tmp/rs.json LD_PRELOAD=$pre$lib "$demo" "${small[@]}" > /dev/null
 check "stock" "$tmp/stock.csv" "$tmp/rs.json"
 expect_has "header says stock" "$(head -1 "$tmp/stock.csv")" "stock (MEMSAVE=0)"
 
 # Enough allocator events to fill the buffer: merged, bounded, the peak kept.
-MEMSAVE_TIMELINE=$tmp/long.csv MEMSAVE_REPORT=$tmp/rl.json LD_PRELOAD=$lib "$demo" --scenario full --model resnet18 \
+MEMSAVE_TIMELINE=$tmp/long.csv MEMSAVE_REPORT=$tmp/rl.json LD_PRELOAD=$pre$lib "$demo" --scenario full --model resnet18 \
   --batch 2 --size 16 --steps 40 > /dev/null; rc=$?
 expect_eq "long run: exits 0" "$rc" "0"
 check "long run" "$tmp/long.csv" "$tmp/rl.json"
@@ -55,7 +55,7 @@ if [ "${events:-0}" -gt 65536 ]; then pass "long run: $events events, more than 
 expect_has "long run: merged" "$(head -1 "$tmp/long.csv")" "1 sample per [2-9]"
 
 # Without the variable: no file anywhere near.
-(cd "$tmp" && rm -f ./*.csv && LD_PRELOAD=$lib "$demo" "${small[@]}" > /dev/null)
+(cd "$tmp" && rm -f ./*.csv && LD_PRELOAD=$pre$lib "$demo" "${small[@]}" > /dev/null)
 expect_eq "unset: no file" "$(ls "$tmp"/*.csv 2>/dev/null | wc -l)" "0"
 
 echo "$failures failure(s)"

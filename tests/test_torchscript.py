@@ -7,11 +7,14 @@
 #     take our node (traced modules record aten::_convolution); batch norm, ReLU and pooling
 #     do only on the first, profiling step: afterwards the executor runs them inside a
 #     differentiable graph on detached inputs, whose own node keeps what it needs (README's
-#     limits say so);
+#     limits say so), and each of those calls is counted as a fallback (Note [TorchScript
+#     autodiff] in hooks/core/rules.h), so that the report does not call the family fine;
 #   - with it off (torch.jit.optimized_execution(False)), every family takes our node on
 #     every step;
 # and outputs and input gradients are bitwise those of the same steps with libmemsave
-# switched off (memsave_set_enabled(0)).
+# switched off (memsave_set_enabled(0)). The same for the model rewritten by
+# torch.fx.symbolic_trace and, on 2.x, the module of a torch.export program, both run
+# eagerly: every family takes our node on every step, nothing falls back.
 import ctypes
 import io
 import sys
@@ -29,10 +32,11 @@ class Stats(ctypes.Structure):
                 ("fallbacks", ctypes.c_uint64 * SLOTS), ("passthrough", ctypes.c_uint64 * SLOTS)]
 
 
-def substituted():
+def counts():
+    """Per family: nodes substituted and calls counted as fallbacks, so far."""
     st = Stats()
     assert lib.memsave_get_stats(ctypes.byref(st), ctypes.sizeof(st)) == 0
-    return list(st.substituted)
+    return list(st.substituted), list(st.fallbacks)
 
 
 def model():
@@ -53,15 +57,17 @@ def loaded(mode, m, x):
 
 
 def steps(module, x, on):
-    """Five steps; per step the output, the input's gradient and the nodes substituted."""
+    """Five steps; per step the output, the input's gradient, the nodes substituted and the
+    fallbacks counted."""
     previous = lib.memsave_set_enabled(1 if on else 0)
     out = []
     for _ in range(5):
         xi = x.clone().requires_grad_()
-        before = substituted()
+        (sub0, fb0) = counts()
         y = module(xi)
         y.sum().backward()
-        out.append((y.detach(), xi.grad, [a - b for a, b in zip(substituted(), before)]))
+        (sub1, fb1) = counts()
+        out.append((y.detach(), xi.grad, [a - b for a, b in zip(sub1, sub0)], [a - b for a, b in zip(fb1, fb0)]))
     lib.memsave_set_enabled(previous)
     return out
 
@@ -82,7 +88,7 @@ def main():
                 module = loaded(mode, m, x)
                 ours, stock = steps(module, x, True), steps(module, x, False)
             where = f"{mode}, optimisation {'on' if optimize else 'off'}"
-            for i, ((y, g, n), (ys, gs, _)) in enumerate(zip(ours, stock)):
+            for i, ((y, g, n, fb), (ys, gs, _, _)) in enumerate(zip(ours, stock)):
                 if not (bitwise(y, ys) and bitwise(g, gs)):
                     failures.append(f"{where}, step {i}: output or gradient differs from stock")
                 every_family = i == 0 or not optimize
@@ -94,10 +100,42 @@ def main():
                 got = {f: n[f] for f in want}
                 if got != want:
                     failures.append(f"{where}, step {i}: substituted {got}, expected {want}")
-            print(where, "substituted per step:", [[n[f] for f in (CONV, BATCHNORM, RELU, POOL)] for _, _, n in ours])
+                # Every call the differentiable graph takes from us is counted, none else.
+                for f in (CONV, BATCHNORM, RELU, POOL):
+                    first = ours[0][2][f]
+                    ok = fb[f] == 0 if every_family or f == CONV else fb[f] >= first
+                    if not ok:
+                        failures.append(f"{where}, step {i}: family {f}: {fb[f]} fallbacks, "
+                                        f"{'none' if every_family or f == CONV else f'at least {first}'} expected")
+            print(where, "substituted per step:", [[n[f] for f in (CONV, BATCHNORM, RELU, POOL)] for _, _, n, _ in ours],
+                  "fallbacks:", [[fb[f] for f in (CONV, BATCHNORM, RELU, POOL)] for _, _, _, fb in ours])
+    failures += eager_graphs(m, x)
     for f in failures:
         print("FAIL:", f)
     sys.exit(1 if failures else 0)
+
+
+def eager_graphs(m, x):
+    """torch.fx and torch.export programs run eagerly: the model's own calls, all ours."""
+    import torch.fx
+    programs = {"fx.symbolic_trace": torch.fx.symbolic_trace(m)}
+    if hasattr(torch, "export") and hasattr(torch.export, "export"):
+        # Exporting traces with fake tensors: our kernels fall back (Python dispatch) while
+        # it runs; only the steps below are checked.
+        programs["export"] = torch.export.export(m, (x,)).module()
+    pools = 2 if torch.__version__.startswith("1.") else 1
+    want = {CONV: 2, BATCHNORM: 1, RELU: 2, POOL: pools}
+    failures = []
+    for name, module in programs.items():
+        ours, stock = steps(module, x, True), steps(module, x, False)
+        for i, ((y, g, n, fb), (ys, gs, _, _)) in enumerate(zip(ours, stock)):
+            if not (bitwise(y, ys) and bitwise(g, gs)):
+                failures.append(f"{name}, step {i}: output or gradient differs from stock")
+            got = {f: n[f] for f in want}
+            if got != want or any(fb):
+                failures.append(f"{name}, step {i}: substituted {got}, expected {want}; fallbacks {fb}")
+        print(name, "substituted per step:", [[n[f] for f in (CONV, BATCHNORM, RELU, POOL)] for _, _, n, _ in ours])
+    return failures
 
 
 if __name__ == "__main__":

@@ -34,6 +34,12 @@ if torch.__version__.startswith("1."):
     EXPECTED.add("aten::mean.dim")  # 2.x's MeanBackward1 is already minimal: passthrough
 
 
+
+def preload(lib):
+    """LD_PRELOAD for lib: a sanitized build's ASan runtime (MEMSAVE_TEST_PRELOAD, set by
+    tests/CMakeLists.txt) must come first."""
+    return ":".join(filter(None, [os.environ.get("MEMSAVE_TEST_PRELOAD"), lib]))
+
 def exists(name):
     """True when `name` ("aten::mean.dim", "aten::relu") is an operator of the dispatcher."""
     ns, _, rest = name.partition("::")
@@ -52,7 +58,7 @@ def main():
     lib = sys.argv[1]
     with tempfile.TemporaryDirectory() as tmp:
         report = os.path.join(tmp, "report.json")
-        env = dict(os.environ, LD_PRELOAD=lib, MEMSAVE_OPS="all", MEMSAVE_TRACE="100", MEMSAVE_REPORT=report,
+        env = dict(os.environ, LD_PRELOAD=preload(lib), MEMSAVE_OPS="all", MEMSAVE_TRACE="100", MEMSAVE_REPORT=report,
                    OMP_NUM_THREADS="1")
         subprocess.run([sys.executable, "-c", CHILD], env=env, check=True)
         with open(report) as f:

@@ -25,6 +25,15 @@
 
 #include "memsave.h"
 
+// Note [CUDA peak in tests]: on CUDA the memory tests read the CUDA caching allocator's
+// allocated bytes (current and peak, the figures of torch.cuda.memory_allocated and
+// max_memory_allocated) through c10/cuda's header, which needs the CUDA runtime's headers and
+// libc10_cuda. tests/CMakeLists.txt defines MEMSAVE_TEST_CUDA_STATS when it finds both (a
+// CUDA LibTorch with a CUDA toolkit); otherwise those tests are skipped on CUDA, saying why.
+#if MEMSAVE_TEST_CUDA_STATS
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
 namespace memsave_test {
 
 // How many tensor pairs bitwise_equal compared (at least one side defined): the coverage
@@ -339,20 +348,57 @@ inline void put_values(const at::Tensor& t, std::initializer_list<std::pair<int6
   for (const auto& [i, v] : values) flat[i] = v;
 }
 
-// A measured training step (CPU only): the allocator's peak above the bytes alive before the
-// step, the bytes alive after its forward, and the results to compare.
+// A measured training step: the allocator's peak above the bytes alive before the step, the
+// bytes alive after its forward, and the results to compare. On the CPU the allocator is
+// libmemsave's counting one; on CUDA the caching allocator (Note [CUDA peak in tests]).
 struct Step {
   int64_t peak = 0, alive_after_forward = 0;
   std::vector<at::Tensor> results;
 };
 
-// Starts measuring a step: resets the peak and returns the bytes alive now.
-inline int64_t step_start() {
-  memsave_reset_peak();
+// Whether the test device's tensor bytes can be measured in this build.
+inline bool peak_measurable() {
+#if MEMSAVE_TEST_CUDA_STATS
+  return true;
+#else
+  return !on_cuda();
+#endif
+}
+
+// For the memory tests: skipped, with the reason, where the peak cannot be read.
+#define MEMSAVE_NEEDS_PEAK()                                                                        \
+  do {                                                                                              \
+    if (!::memsave_test::peak_measurable())                                                         \
+      GTEST_SKIP() << "no CUDA memory statistics in this build (Note [CUDA peak in tests])";        \
+  } while (0)
+
+#if MEMSAVE_TEST_CUDA_STATS
+inline int cuda_index() { return test_device().has_index() ? test_device().index() : 0; }
+#endif
+
+// The tensor bytes alive now on the test device.
+inline int64_t current_bytes() {
+#if MEMSAVE_TEST_CUDA_STATS
+  if (on_cuda()) return c10::cuda::CUDACachingAllocator::getDeviceStats(cuda_index()).allocated_bytes[0].current;
+#endif
   return static_cast<int64_t>(stats().cpu_current_bytes);
 }
 
-inline int64_t peak_since(int64_t base) { return static_cast<int64_t>(stats().cpu_peak_bytes) - base; }
+// Starts measuring a step: resets the peak and returns the bytes alive now.
+inline int64_t step_start() {
+#if MEMSAVE_TEST_CUDA_STATS
+  if (on_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(cuda_index());
+#endif
+  memsave_reset_peak();
+  return current_bytes();
+}
+
+inline int64_t peak_since(int64_t base) {
+#if MEMSAVE_TEST_CUDA_STATS
+  if (on_cuda()) return c10::cuda::CUDACachingAllocator::getDeviceStats(cuda_index()).allocated_bytes[0].peak - base;
+#endif
+  return static_cast<int64_t>(stats().cpu_peak_bytes) - base;
+}
 
 // Stock's and libmemsave's run of one step (`step(on)`): results equal bit for bit, `nodes`
 // of our nodes built in `family`, and a lower peak. Returns both, for the record.
@@ -406,6 +452,11 @@ class MkldnnOffOn2x : public ::testing::Environment {
       at::globalContext().setDeterministicCuDNN(true);
       at::globalContext().setBenchmarkCuDNN(false);
     }
+    // MEMSAVE_TEST_CUDNN=0: the same tests through the native CUDA kernels (convolution's
+    // slow paths, native_batch_norm instead of cudnn_batch_norm); scripts/gpu-check.sh runs
+    // the suites both ways.
+    const char* cudnn = std::getenv("MEMSAVE_TEST_CUDNN");
+    if (cudnn && std::strcmp(cudnn, "0") == 0) at::globalContext().setUserEnabledCuDNN(false);
   }
 };
 inline ::testing::Environment* const mkldnn_off_environment = ::testing::AddGlobalTestEnvironment(new MkldnnOffOn2x);

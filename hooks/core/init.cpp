@@ -4,6 +4,7 @@
 #include <torch/version.h>
 
 #include <cstdio>
+#include <string>
 #include <exception>
 
 #include "internal.h"
@@ -21,6 +22,15 @@ Registrar::Registrar()
 void Registrar::impl(const char* name, torch::CppFunction (*make)()) {
   cpu_->impl(name, make());
   cuda_->impl(name, make());
+}
+
+bool Registrar::has_stock_node(const char* name) {
+  std::string full = std::string("aten::") + name;
+  const size_t dot = full.find('.');
+  const std::string overload = dot == std::string::npos ? "" : full.substr(dot + 1);
+  if (dot != std::string::npos) full.resize(dot);
+  const auto op = c10::Dispatcher::singleton().findSchema({full, overload});
+  return op.has_value() && !op->hasKernelForDispatchKey(c10::DispatchKey::CompositeImplicitAutograd);
 }
 
 namespace {

@@ -43,6 +43,8 @@ class Call {
     return true;
   }
   std::vector<int64_t> ints(size_t i) const { return arg(i).toIntVector(); }
+  size_t nargs() const { return nargs_; }
+  const c10::OperatorName& operator_name() const { return op_.operator_name(); }
 
   // After the forward: return value i of the operator.
   at::Tensor output(size_t i) const {
@@ -99,7 +101,8 @@ struct Footprint {
 //
 // and kernel<O> runs the route of Note [Fallback] (rules.h) once for all of them:
 //   1. family off or grad mode off: stock (not counted);
-//   2. O(call); !wanted() (by default: no differentiable argument requires grad): stock;
+//   2. O(call); !wanted() (by default: no differentiable argument requires grad): stock,
+//      counted as a fallback only inside a TorchScript differentiable graph (rules.h);
 //   3. stock_minimal(): counted passthrough, stock;
 //   4. why = unsupported_keys, unsupported_tensor of each checked() tensor, prepare(): counted
 //      fallback with that reason, stock;
@@ -120,6 +123,9 @@ struct Op {
     return false;
   }
   bool stock_minimal() const { return false; }
+  // For an operator with no node (Node = void) whose stock node keeps activations: why it
+  // is left to stock, counted as a fallback (Note [Uncovered route]).
+  const char* uncovered() const { return nullptr; }
   auto checked() const { return self().differentiable(); }
   const char* prepare(const Call&) { return nullptr; }
   template <class Node>
@@ -145,6 +151,31 @@ struct OneInput : Op<O> {
   }
 };
 
+// Note [Uncovered route]: an entry point of a covered family for which we have no node, and
+// whose stock node keeps activations (adaptive and fractional max pooling, conv_tbc, direct
+// calls of backend convolutions, 2.x's export-only batch norms; tests/test_op_sweep.py lists
+// each with its reason). Its kernel counts a fallback naming the operator and calls stock, so
+// that the report never calls a family fine while such calls kept their inputs. Stock's
+// kernel for these is the Autograd one (composites reach a covered operator or one of these).
+template <memsave_family_t F>
+struct Uncovered : Op<Uncovered<F>> {
+  static constexpr memsave_family_t kFamily = F;
+  using Node = void;
+  std::vector<at::Tensor> tensors;
+  const c10::OperatorName& name;
+  explicit Uncovered(const Call& c) : name(c.operator_name()) {
+    for (size_t i = 0; i < c.nargs(); i++) {
+      const c10::IValue& v = c.arg(i);
+      if (v.isTensor()) tensors.push_back(v.toTensor());
+      else if (v.isTensorList())
+        for (const at::Tensor& t : v.toTensorVector()) tensors.push_back(t);
+    }
+  }
+  const std::vector<at::Tensor>& differentiable() const { return tensors; }
+  // Only for calls that need a gradient: the reason's table is looked up under a lock.
+  const char* uncovered() const { return uncovered_reason(name); }
+};
+
 // Makes a node the way the engine expects (deleteNode releases deep graphs iteratively).
 template <class N, class... Args>
 std::shared_ptr<N> make_node(Args&&... args) {
@@ -156,12 +187,16 @@ void kernel(const c10::OperatorHandle& handle, c10::DispatchKeySet ks, torch::ji
   const Call call(handle, ks, stack);
   if (!family_on(O::kFamily) || !at::GradMode::is_enabled()) return call.stock(O::kStock);
   O op(call);
-  if (!op.wanted()) return call.stock(O::kStock);
+  if (!op.wanted()) {
+    if (in_autodiff_graph()) count_fallback(O::kFamily, kAutodiffGraph);
+    return call.stock(O::kStock);
+  }
   if (op.stock_minimal()) {
     count_passthrough(O::kFamily);
     return call.stock(O::kStock);
   }
   if constexpr (std::is_void<typename O::Node>::value) {
+    if (const char* why = op.uncovered()) count_fallback(O::kFamily, why);
     return call.stock(O::kStock);  // an operator we only count
   } else {
     const char* why = unsupported_keys(ks);
@@ -209,6 +244,13 @@ class Registrar {
   void composite(const char* name) {
     impl(name, &make<&around_composite<Scope>>);
   }
+  // Note [Uncovered route]: counted, left to stock. Names this LibTorch does not define,
+  // or defines as a composite (which reaches another operator), are skipped.
+  template <memsave_family_t F>
+  void uncovered(std::initializer_list<const char*> names) {
+    for (const char* name : names)
+      if (has_stock_node(name)) impl(name, &make<&kernel<Uncovered<F>>>);
+  }
 
  private:
   using Boxed = void(const c10::OperatorHandle&, c10::DispatchKeySet, torch::jit::Stack*);
@@ -218,6 +260,9 @@ class Registrar {
   }
   // Registers the function `make` returns for aten::`name` on AutogradCPU and AutogradCUDA.
   void impl(const char* name, torch::CppFunction (*make)());
+  // Whether aten::`name` ("op" or "op.overload") exists in this LibTorch with a kernel of
+  // its own, not a CompositeImplicitAutograd one.
+  static bool has_stock_node(const char* name);
 
   torch::Library* cpu_;
   torch::Library* cuda_;

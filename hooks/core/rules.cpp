@@ -4,6 +4,11 @@
 
 #include <ATen/core/grad_mode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/csrc/jit/runtime/interpreter.h>
+
+#include <map>
+#include <mutex>
+#include <string>
 
 namespace memsave {
 
@@ -35,6 +40,25 @@ const char* unsupported_keys(c10::DispatchKeySet ks) {
       all.has(K::FuncTorchGradWrapper) || all.has(K::FuncTorchBatched))
     return "functorch transform";
   return nullptr;
+}
+
+const char* uncovered_reason(const c10::OperatorName& op) {
+  // Keyed by the dispatcher's own OperatorName, which lives as long as the operator; the
+  // strings are never freed (the shim's reason table points at them).
+  static std::mutex lock;
+  static auto* reasons = new std::map<const c10::OperatorName*, std::string>;
+  std::lock_guard<std::mutex> guard(lock);
+  std::string& r = (*reasons)[&op];
+  if (r.empty()) r = "route not covered: " + op.name + (op.overload_name.empty() ? "" : "." + op.overload_name);
+  return r.c_str();
+}
+
+bool in_autodiff_graph() {
+  // Empty (one thread-local read) outside TorchScript's interpreter; inside it, one entry
+  // per frame, named after the code it runs.
+  for (const torch::jit::StackEntry& e : torch::jit::currentCallstack())
+    if (e.filename == "<forward op>") return true;
+  return false;
 }
 
 bool gradient_is_reusable(const at::Tensor& grad) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/core/operator_name.h>
 #include <c10/core/DispatchKeySet.h>
 
 #include <cstdint>
@@ -23,12 +24,33 @@ namespace memsave {
 //   - the call is one we do not handle: forward-mode AD, functorch or Python-dispatch keys
 //     (torch.func, torch.compile, __torch_dispatch__ subclasses), non-strided layouts,
 //     mkldnn, quantized, nested, complex or unknown dtypes, or a case the family names
-//     (counted as a fallback, with the reason kept for the report).
+//     (counted as a fallback, with the reason kept for the report);
+//   - the call runs inside the forward of a TorchScript differentiable graph (Note
+//     [TorchScript autodiff]): its inputs arrive detached, so nothing requires grad, but the
+//     graph's own backward keeps what it needs (counted as a fallback, reason kAutodiffGraph).
+//
+// Note [TorchScript autodiff]: TorchScript's graph executor, with optimisation on (the
+// default), groups runs of operators that its own autodiff can differentiate (batch norm,
+// non-in-place ReLU and friends, pooling, dropout; never convolution) into a differentiable
+// graph, from the second call of a method on. Its forward runs those operators on detached
+// inputs (no autograd node of ours or of stock), and one DifferentiableGraphBackward keeps
+// the inputs and outputs its symbolic backward needs. We cannot take those calls without
+// changing the gradients' bits (the symbolic backward differs from autograd's in -0.0 and
+// NaN), so we count them: the executor names that forward "<forward op>", which is how
+// in_autodiff_graph() recognises it (docs/pytorch.md §5).
 
 // Why `t` cannot take our path, or nullptr. Undefined tensors are fine.
 const char* unsupported_tensor(const at::Tensor& t);
 // Why the current dispatch state cannot take our path, or nullptr.
 const char* unsupported_keys(c10::DispatchKeySet ks);
+
+// Note [Uncovered route] (kernel.h): "route not covered: aten::NAME", one string per operator
+// for the life of the process (the shim keeps the pointer).
+const char* uncovered_reason(const c10::OperatorName& op);
+
+// Note [TorchScript autodiff]: true inside the forward of a TorchScript differentiable graph.
+bool in_autodiff_graph();
+constexpr const char* kAutodiffGraph = "TorchScript differentiable graph (its own backward keeps the inputs)";
 
 // Tensor bytes of a tensor's elements (numel x element size); 0 for undefined.
 inline uint64_t tensor_bytes(const at::Tensor& t) {

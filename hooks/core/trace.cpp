@@ -26,6 +26,30 @@
 // interpreter's, which says nothing about the Python line. There we attribute to the
 // operator instead, whose name the kernel skeleton passes (op.operator_name(), e.g.
 // "aten::mean.dim"), and the report says so.
+//
+// Note [Without libunwind]: libunwind is optional at build time (CMakeLists.txt,
+// MEMSAVE_HAVE_LIBUNWIND). Without it trace_init says once that attribution is unavailable
+// and leaves shared()->trace_table unset, so no node is ever traced and the report prints
+// "trace: unavailable" (shim/report.c); everything else is the same.
+#ifndef MEMSAVE_HAVE_LIBUNWIND
+#define MEMSAVE_HAVE_LIBUNWIND 1
+#endif
+
+#include "internal.h"
+#include "shared.h"
+
+#if !MEMSAVE_HAVE_LIBUNWIND
+namespace memsave {
+
+void trace_init() {
+  shared()->log(0, "warning: MEMSAVE_TRACE: call-site attribution is unavailable: the hooks were built without "
+                   "libunwind");
+}
+
+void trace_substituted(const c10::OperatorName&, uint64_t) {}
+
+}  // namespace memsave
+#else
 #define UNW_LOCAL_ONLY
 #include <libunwind.h>
 
@@ -40,9 +64,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-
-#include "internal.h"
-#include "shared.h"
 
 namespace memsave {
 namespace {
@@ -332,3 +353,4 @@ void trace_substituted(const c10::OperatorName& op, uint64_t bytes) {
 }
 
 }  // namespace memsave
+#endif  // MEMSAVE_HAVE_LIBUNWIND

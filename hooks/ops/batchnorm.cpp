@@ -215,6 +215,12 @@ struct BatchNorm : Op<BatchNorm<kCudnn>> {
 void register_batchnorm(Registrar& r) {
   r.op<BatchNorm<false>>("native_batch_norm");
   r.op<BatchNorm<true>>("cudnn_batch_norm");
+  // Note [Uncovered route]: ROCm's kernel, and 2.x's batch norms that export and compile
+  // programs call (eager batch_norm does not).
+  r.uncovered<MEMSAVE_FAMILY_BATCHNORM>(
+      {"miopen_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit.no_stats",
+       "_native_batch_norm_legit_functional", "_native_batch_norm_legit_no_training", "_batch_norm_with_update",
+       "_batch_norm_with_update_functional", "_batch_norm_no_update"});
 }
 const FamilyRegistration registration(MEMSAVE_FAMILY_BATCHNORM, &register_batchnorm);
 

@@ -97,6 +97,14 @@ struct Convolution : Op<Convolution> {
 void register_conv(Registrar& r) {
   r.op<Convolution>("convolution");
   r.op<Convolution>("_convolution");  // TorchScript's traced convolutions; same arguments 0-8 and backward
+  // Note [Uncovered route]: direct calls of the backend kernels (reached below autograd from
+  // convolution, so only a direct call builds their node) and conv_tbc.
+  r.uncovered<MEMSAVE_FAMILY_CONV>(
+      {"_conv_depthwise2d", "conv_depthwise3d", "_mps_convolution", "_mps_convolution_transpose",
+       "_nnpack_spatial_convolution", "_slow_conv2d_forward", "convolution_overrideable", "cudnn_convolution",
+       "cudnn_convolution_transpose", "miopen_convolution", "miopen_convolution_transpose",
+       "miopen_depthwise_convolution", "mkldnn_convolution", "slow_conv3d_forward", "slow_conv_dilated2d",
+       "slow_conv_dilated3d", "slow_conv_transpose2d", "slow_conv_transpose3d", "conv_tbc"});
 }
 const FamilyRegistration registration(MEMSAVE_FAMILY_CONV, &register_conv);
 

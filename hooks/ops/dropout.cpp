@@ -229,6 +229,7 @@ void register_dropout(Registrar& r) {
   r.op<FeatureDropout>("feature_dropout");
   r.op<FeatureDropout>("feature_dropout_");
   r.op<NativeDropout>("native_dropout");
+  r.uncovered<MEMSAVE_FAMILY_DROPOUT>({"_fused_dropout"});  // Note [Uncovered route]: legacy CUDA dropout
 }
 const FamilyRegistration registration(F, &register_dropout);
 

@@ -331,6 +331,9 @@ void register_pool(Registrar& r) {
   r.op<AdaptiveAvgPool<2>>("_adaptive_avg_pool2d");
   r.op<AdaptiveAvgPool<3>>("_adaptive_avg_pool3d");
   r.op<MeanDim>("mean.dim");
+  // Note [Uncovered route]: adaptive and fractional max pooling keep input and indices.
+  r.uncovered<MEMSAVE_FAMILY_POOL>({"adaptive_max_pool2d", "adaptive_max_pool3d", "fractional_max_pool2d",
+                                    "fractional_max_pool3d", "_mps_max_pool2d"});
 }
 const FamilyRegistration registration(F, &register_pool);
 
