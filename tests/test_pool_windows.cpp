@@ -66,10 +66,11 @@ void check(const Case& c, at::MemoryFormat format = at::MemoryFormat::Contiguous
   for (int64_t k : w.kernel) window *= k;
   EXPECT_GE(offsets.to(at::kLong).min().item<int64_t>(), 0) << where;
   EXPECT_LT(offsets.to(at::kLong).max().item<int64_t>(), window) << where;
-  EXPECT_TRUE(bitwise_equal(w.indices(offsets, in), indices)) << where;
+  const at::IntArrayRef out = offsets.sizes().slice(offsets.dim() - w.dims());
+  EXPECT_TRUE(bitwise_equal(w.indices(offsets, in, out), indices)) << where;
   // In pieces (Note [Pieces]) as in one piece.
   EXPECT_TRUE(bitwise_equal(w.offsets_in_pieces(indices, in), offsets)) << where;
-  EXPECT_TRUE(bitwise_equal(w.indices_in_pieces(offsets, in), indices)) << where;
+  EXPECT_TRUE(bitwise_equal(w.indices_in_pieces(offsets, in, out), indices)) << where;
 
   // Each offset names the maximum's element of its own window: recompute the flat index of
   // element k of the window of output position o by hand on a few positions.
@@ -108,7 +109,7 @@ TEST(PoolWindows, RoundTripOnStockIndices) {
 TEST(PoolWindows, OffsetsOutsideTheWindowAreRefused) {
   const Windows w = *windows_of(2, {2}, {}, {0}, {1});
   const at::Tensor offsets = at::full({1, 1, 2, 2}, 200, at::kByte);  // far outside a 2x2 window of a 4x4 plane
-  EXPECT_NE(memsave_test::error_of([&] { w.indices(offsets, {4, 4}); }).find("out of range"), std::string::npos);
+  EXPECT_NE(memsave_test::error_of([&] { w.indices(offsets, {4, 4}, {2, 2}); }).find("out of range"), std::string::npos);
 }
 
 }  // namespace

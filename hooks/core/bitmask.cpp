@@ -3,6 +3,8 @@
 // raw memory for dense CPU tensors, tensor ops for everything else.
 #include "bitmask.h"
 
+#include "rules.h"
+
 #include <ATen/Parallel.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/bitwise_left_shift.h>
@@ -242,8 +244,10 @@ bool cpu_raw_dtype(at::ScalarType t) {
   }
 }
 
+// Traced (Note [Compiled autograd] in node.h) the tensors are fakes: tensor ops only.
 bool use_raw_path(const at::Tensor& t) {
-  return !g_force_tensor_ops.load(std::memory_order_relaxed) && t.is_cpu() && t.is_non_overlapping_and_dense();
+  return !g_force_tensor_ops.load(std::memory_order_relaxed) && !tracing_backward() && t.is_cpu() &&
+         t.is_non_overlapping_and_dense();
 }
 
 // A sufficient test that no two elements of `t` share memory: sorted by stride, each
@@ -377,7 +381,9 @@ BitMask::BitMask(const at::Tensor& t, Test test, double a, double b, bool* saw_n
 }
 
 at::Tensor BitMask::unpack_bits(const at::Tensor& bits, at::ScalarType dtype, double set, double unset) const {
-  TORCH_INTERNAL_ASSERT(bits.defined() && bits.numel() == (numel_ + 7) / 8, "BitMask: bits do not fit the layout");
+  // Traced, the bits' sizes may be symbolic (Note [Compiled autograd] in node.h).
+  TORCH_INTERNAL_ASSERT(bits.defined() && (tracing_backward() || bits.numel() == (numel_ + 7) / 8),
+                        "BitMask: bits do not fit the layout");
   const auto opts = bits.options().dtype(dtype);
   at::Tensor out = exact_ ? at::empty_strided(sizes_, strides_, opts) : at::empty(sizes_, opts);
   if (dense_ && use_raw_path(out)) {
@@ -402,7 +408,7 @@ at::Tensor BitMask::unpack_bits(const at::Tensor& bits, at::ScalarType dtype, do
 
 bool BitMask::can_unpack_range(const at::Tensor& bits, at::ScalarType dtype) const {
   return dense_ && bits.defined() && bits.is_cpu() && cpu_raw_dtype(dtype) &&
-         !g_force_tensor_ops.load(std::memory_order_relaxed);
+         !g_force_tensor_ops.load(std::memory_order_relaxed) && !tracing_backward();
 }
 
 void BitMask::unpack_range(const at::Tensor& bits, int64_t start, const at::Tensor& out, double set,

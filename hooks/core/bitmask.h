@@ -7,6 +7,8 @@
 
 #include <vector>
 
+#include "fields.h"
+
 namespace memsave {
 
 // Note [Mask layout]: bit k of the mask (bit k % 8 of byte k / 8) holds the k-th element of
@@ -73,6 +75,17 @@ class BitMask {
   const at::Tensor& bits() const { return bits_; }
   bool defined() const { return bits_.defined(); }
   uint64_t nbytes() const;
+
+  // The layout, for compiled autograd's key (Note [Compiled autograd] in node.h); the bytes
+  // are the node's to visit, in its SavedVariable.
+  void layout(Fields& f) const {
+    f.ints(sizes_);
+    f.ints(strides_);
+    f.ints(order_);
+    f.integer(numel_);
+    f.flag(dense_);
+    f.flag(exact_);
+  }
 
   // For tests: take the tensor-op path (the one CUDA uses) on the CPU as well.
   static void force_tensor_ops(bool on);

@@ -1,14 +1,59 @@
 // SPDX-License-Identifier: MIT
 // node.h: the base of every node we build. It owns what all of them do alike: the lock, the
 // one incoming gradient, "backward through the graph a second time", unpacking what was kept
-// in stock's order before anything else, and the early return when no gradient is wanted.
+// in stock's order before anything else, and the early return when no gradient is wanted;
+// and, on 2.6 and later, what compiled autograd asks of a node (Note [Compiled autograd]).
 #pragma once
 
 #include <torch/csrc/autograd/function.h>
 
 #include <mutex>
 
+#include "fields.h"
+#include "shared.h"
+
+// Note [Compiled autograd]: with compiled autograd on (2.x: torch._dynamo.compiled_autograd,
+// torch._dynamo.config.compiled_autograd), backward does not run the nodes one by one. It
+// asks each node of the graph for compiled_args(): the tensors it keeps, which become inputs
+// of one traced graph, and every other value the node's backward depends on, which key the
+// cache of traced graphs. On a miss it calls apply_with_saved() with fake tensors in place of
+// the incoming gradients and of the kept tensors, and traces the ATen calls of our backward
+// into an FX graph, which a torch.compile backend (aot_eager, inductor) compiles; later
+// backwards with the same keys run that graph without calling our nodes at all.
+// Each node describes its fields once (fields(), a Fields visitor): compiled_args collects
+// them, apply_with_saved swaps the kept tensors for their fakes around apply(). While tracing
+// (tracing_backward() in rules.h) backward takes its graph-friendly path only: stand-ins from
+// empty_strided, never a borrowed live input or an untouched mapping (Note [Untouched
+// stand-in]); masks unpacked with tensor ops, never raw memory; no incoming gradient reused,
+// no pieces, no data-dependent checks. The traced graph then computes what our node computes,
+// with the same backward kernels, from what our node keeps: the eager forward's savings hold
+// under a compiled backward. compiled_args raises stock's errors first (backward twice, a kept
+// tensor modified in place), as stock's nodes do when they unpack their SavedVariables there.
+// 1.13 has no compiled autograd; before 2.6 its node API differed, so there our nodes keep
+// Node's default (compiled autograd raises "compiled_args not implemented").
+#define MEMSAVE_COMPILED_AUTOGRAD MEMSAVE_TORCH_AT_LEAST(2, 6)
+
 namespace memsave {
+
+// What every node of ours has, apart from the type of what it unpacks.
+class NodeBase : public torch::autograd::Node {
+ public:
+#if MEMSAVE_COMPILED_AUTOGRAD
+  // Note [Compiled autograd] (compiled.cpp). Declared in both of the forms LibTorch's Node has
+  // had (const from 2.7 on); whichever matches overrides it.
+  void compiled_args(torch::dynamo::autograd::CompiledNodeArgs& args);
+  void compiled_args(torch::dynamo::autograd::CompiledNodeArgs& args) const;
+  torch::autograd::variable_list apply_with_saved(const torch::autograd::variable_list& inputs,
+                                                  torch::dynamo::autograd::SwapSavedVariables& saved) override;
+#endif
+
+ protected:
+  // Visits everything backward depends on (fields.h); the order is fixed per node class.
+  virtual void fields(Fields& f) = 0;
+  // Raises what apply() would raise before computing anything: backward twice, a version
+  // mismatch of a kept tensor.
+  virtual void check_unpack() = 0;
+};
 
 // `Saved` is what a node's unpack returns: the tensors it kept, unpacked (a tensor, a struct
 // of them, or an empty struct for nodes that keep geometry only).
@@ -18,7 +63,7 @@ namespace memsave {
 // so does apply() here. A node without SavedVariables raises stock's message from the
 // released flag.
 template <class Saved>
-class MemsaveNode : public torch::autograd::Node {
+class MemsaveNode : public NodeBase {
  public:
   void release_variables() final {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -40,6 +85,11 @@ class MemsaveNode : public torch::autograd::Node {
   }
 
  protected:
+  void check_unpack() final {
+    std::lock_guard<std::mutex> lock(mutex_);
+    TORCH_CHECK(!released_, torch::autograd::ERR_BACKWARD_TWICE);
+    (void)unpack();
+  }
   // Unpacks what the node kept, in stock's order (called with the lock held).
   virtual Saved unpack() = 0;
   // Drops what the node kept (release_variables, with the lock held).

@@ -62,8 +62,8 @@ bool in_autodiff_graph() {
 }
 
 bool gradient_is_reusable(const at::Tensor& grad) {
-  // Nothing records what we do: no create_graph, a plain dense tensor.
-  if (at::GradMode::is_enabled() || !grad.defined() || grad.layout() != c10::kStrided || grad.requires_grad() ||
+  // Nothing records what we do: no create_graph, not traced, a plain dense tensor.
+  if (at::GradMode::is_enabled() || tracing_backward() || !grad.defined() || grad.layout() != c10::kStrided || grad.requires_grad() ||
       grad.is_conj() || grad.is_neg() || grad._is_zerotensor() || !grad.is_non_overlapping_and_dense())
     return false;
   // Nobody else can see its memory: not a view, the only reference to it and to its storage,

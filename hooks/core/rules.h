@@ -52,6 +52,10 @@ const char* uncovered_reason(const c10::OperatorName& op);
 bool in_autodiff_graph();
 constexpr const char* kAutodiffGraph = "TorchScript differentiable graph (its own backward keeps the inputs)";
 
+// Note [Compiled autograd] (node.h): true while compiled autograd traces one of our nodes'
+// backward with fake tensors; backward then takes its graph-friendly path only.
+bool tracing_backward();
+
 // Tensor bytes of a tensor's elements (numel x element size); 0 for undefined.
 inline uint64_t tensor_bytes(const at::Tensor& t) {
   return t.defined() ? static_cast<uint64_t>(t.numel()) * t.element_size() : 0;

@@ -2,6 +2,8 @@
 // standin.cpp: Note [Untouched stand-in] and Note [Live stand-in] (standin.h).
 #include "standin.h"
 
+#include "rules.h"
+
 #include <ATen/ops/empty_strided.h>
 
 #include <sys/mman.h>
@@ -24,7 +26,8 @@ void unmap(void* ctx) {
 
 at::Tensor untouched_strided(at::IntArrayRef sizes, at::IntArrayRef strides, const at::TensorOptions& options) {
   constexpr size_t kMinBytes = size_t{1} << 20;
-  if (options.device().is_cpu() && options.layout() == at::kStrided && sizes.size() == strides.size()) {
+  // Note [Compiled autograd] (node.h): traced, the stand-in is an empty_strided node.
+  if (!tracing_backward() && options.device().is_cpu() && options.layout() == at::kStrided && sizes.size() == strides.size()) {
     const size_t item = options.dtype().itemsize();
     size_t bytes = item;  // the storage extent of the geometry
     bool usable = item > 0;
@@ -49,6 +52,7 @@ at::Tensor untouched_strided(at::IntArrayRef sizes, at::IntArrayRef strides, con
 }
 
 at::Tensor Geometry::stand_in() const {
+  if (tracing_backward()) return empty_strided();  // never the real input in a traced graph
   at::Tensor t(live.lock());
   if (t.defined() && t.sizes().equals(sizes) && t.strides().equals(strides) && t.dtype() == options.dtype() &&
       t.device() == options.device() && t.layout() == c10::kStrided)

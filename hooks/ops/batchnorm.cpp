@@ -94,6 +94,13 @@ class MemsaveBatchNormBackward final : public MemsaveNode<BatchNormSaved> {
   }
 
   void release() override { reset_data(weight_, running_mean_, running_var_, save_mean_, save_invstd_); }
+  void fields(Fields& f) override {
+    f.geometry(input_);
+    for (SavedVariable* v : {&weight_, &running_mean_, &running_var_}) f.saved(*v, false);
+    for (SavedVariable* v : {&save_mean_, &save_invstd_}) f.saved(*v, true);
+    f.flag(training_);
+    f.real(eps_);
+  }
 
   void backward(const at::Tensor& grad, const BatchNormSaved& s, variable_list& out) override {
     const std::array<bool, 3> mask{task_should_compute_output(0), task_should_compute_output(1),
@@ -119,7 +126,8 @@ class MemsaveBatchNormBackward final : public MemsaveNode<BatchNormSaved> {
 
   // Note [Batch norm stand-in].
   at::Tensor stand_in(const at::Tensor& grad) const {
-    if (!at::GradMode::is_enabled() && has_input_geometry(grad)) return grad;
+    // Traced, the gradient's sizes may be symbolic (Note [Compiled autograd] in core/node.h).
+    if (!at::GradMode::is_enabled() && !tracing_backward() && has_input_geometry(grad)) return grad;
     return input_.empty_strided();
   }
 
@@ -127,7 +135,7 @@ class MemsaveBatchNormBackward final : public MemsaveNode<BatchNormSaved> {
   static constexpr int64_t kPieceBytes = int64_t{1} << 20;
 
   bool in_pieces(const at::Tensor& grad, const std::array<bool, 3>& mask) const {
-    if (training_ || !mask[0] || mask[1] || mask[2] || !grad.is_cpu() || grad.dim() < 2 || !grad.is_contiguous() ||
+    if (training_ || !mask[0] || mask[1] || mask[2] || tracing_backward() || !grad.is_cpu() || grad.dim() < 2 || !grad.is_contiguous() ||
         !has_input_geometry(grad) || !gradient_is_reusable(grad))
       return false;
     return samples_per_piece(grad) < grad.size(0);  // two pieces at least

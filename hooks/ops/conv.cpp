@@ -50,6 +50,14 @@ class MemsaveConvolutionBackward final : public MemsaveNode<at::Tensor> {
  private:
   at::Tensor unpack() override { return weight_.unpack(); }
   void release() override { weight_.reset_data(); }
+  void fields(Fields& f) override {
+    f.geometry(input_);
+    f.saved(weight_, false);
+    f.optional_ints(bias_sizes_);
+    for (const auto* v : {&stride_, &padding_, &dilation_, &output_padding_}) f.ints(*v);
+    f.flag(transposed_);
+    f.integer(groups_);
+  }
 
   void backward(const at::Tensor& grad, const at::Tensor& weight, variable_list& out) override {
     const std::array<bool, 3> mask{task_should_compute_output(0), task_should_compute_output(1),

@@ -61,6 +61,11 @@ class MemsaveDropoutBackward final : public MemsaveNode<DropoutSaved> {
  private:
   DropoutSaved unpack() override { return {bits_.unpack(), value_.unpack()}; }
   void release() override { reset_data(bits_, value_); }
+  void fields(Fields& f) override {
+    f.saved(bits_, false);
+    f.saved(value_, false);
+    mask_.layout(f);
+  }
 
   void backward(const at::Tensor& grad, const DropoutSaved& s, variable_list& out) override {
     at::Tensor noise;
@@ -95,6 +100,14 @@ class MemsaveNativeDropoutBackward final : public MemsaveNode<at::Tensor> {
  private:
   at::Tensor unpack() override { return bits_.unpack(); }
   void release() override { bits_.reset_data(); }
+  void fields(Fields& f) override {
+    f.saved(bits_, false);
+    mask_.layout(f);
+    f.real(p_);
+    f.flag(train_.has_value());
+    f.flag(train_.value_or(false));
+    f.integer(static_cast<int64_t>(mask_dtype_));
+  }
 
   void backward(const at::Tensor& grad, const at::Tensor& bits, variable_list& out) override {
     // derivatives.yaml: the scale is 1 unless train is given and true.

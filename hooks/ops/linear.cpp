@@ -62,6 +62,16 @@ class MemsaveLinearBackward final : public MemsaveNode<LinearSaved> {
  private:
   LinearSaved unpack() override { return {input_.unpack(), weight_.unpack()}; }
   void release() override { reset_data(input_, weight_); }
+  void fields(Fields& f) override {
+    f.saved(input_, false);
+    f.saved(weight_, false);
+    f.ints(input_sizes_);
+    for (const MatrixGeometry* m : {&mat1_, &mat2_}) {
+      f.ints(m->sizes);
+      f.ints(m->strides);
+    }
+    f.flag(bias_grad_folded_);
+  }
 
   void backward(const at::Tensor& grad, const LinearSaved& s, variable_list& out) override {
     const bool folded = input_sizes_.size() != 2;

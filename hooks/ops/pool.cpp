@@ -60,6 +60,11 @@ class PoolBackward : public MemsaveNode<Saved> {
     if (at::GradMode::is_enabled()) torch::autograd::impl::set_gradient_edge(s, this->next_edge(0));
     return s;
   }
+  // What every pool node's fields() starts with (Note [Compiled autograd] in core/node.h).
+  void stand_in_fields(Fields& f) const {
+    f.geometry(input_);
+    f.flag(expand_stand_in_);
+  }
 
   Geometry input_;
 
@@ -110,11 +115,22 @@ class MemsaveMaxPoolBackward final : public PoolBackward<at::Tensor> {
   void keep_offsets(const at::Tensor& offsets) {
     argmax_ = SavedVariable(offsets, /*is_output=*/false);
     offsets_ = true;
+    out_sizes_ = offsets.sizes().slice(offsets.dim() - windows_.dims()).vec();
   }
 
  private:
   at::Tensor unpack() override { return argmax_.unpack(shared_from_this()); }
   void release() override { argmax_.reset_data(); }
+  void fields(Fields& f) override {
+    stand_in_fields(f);
+    f.saved(argmax_, /*is_output=*/!offsets_);
+    f.flag(offsets_);
+    f.ints(out_sizes_);
+    for (const auto* v : {&windows_.kernel, &windows_.stride, &windows_.padding, &windows_.dilation, &kernel_, &stride_,
+                          &padding_, &dilation_})
+      f.ints(*v);
+    f.flag(ceil_mode_);
+  }
 
   void backward(const at::Tensor& grad, const at::Tensor& argmax, variable_list& out) override {
     const int n = windows_.dims();
@@ -122,7 +138,7 @@ class MemsaveMaxPoolBackward final : public PoolBackward<at::Tensor> {
     at::Tensor indices;
     if (offsets_) {
       at::AutoDispatchBelowADInplaceOrView guard;
-      indices = windows_.indices_in_pieces(argmax, in);
+      indices = windows_.indices_in_pieces(argmax, in, out_sizes_);
     } else {
       indices = argmax;
     }
@@ -137,6 +153,7 @@ class MemsaveMaxPoolBackward final : public PoolBackward<at::Tensor> {
   bool ceil_mode_;
   SavedVariable argmax_;
   bool offsets_ = false;
+  std::vector<int64_t> out_sizes_;  // with offsets: the output's spatial sizes
 };
 
 class MemsaveAvgPoolBackward final : public PoolBackward<Nothing> {
@@ -157,6 +174,15 @@ class MemsaveAvgPoolBackward final : public PoolBackward<Nothing> {
 
  private:
   Nothing unpack() override { return {}; }
+  void fields(Fields& f) override {
+    stand_in_fields(f);
+    f.integer(dims_);
+    for (const auto* v : {&kernel_, &stride_, &padding_}) f.ints(*v);
+    f.flag(ceil_mode_);
+    f.flag(count_include_pad_);
+    f.flag(divisor_override_.has_value());
+    f.integer(divisor_override_.value_or(0));
+  }
 
   void backward(const at::Tensor& grad, const Nothing&, variable_list& out) override {
     out[0] = dims_ == 2 ? at::avg_pool2d_backward(grad, stand_in(), kernel_, stride_, padding_, ceil_mode_,
@@ -181,6 +207,10 @@ class MemsaveAdaptiveAvgPoolBackward final : public PoolBackward<Nothing> {
 
  private:
   Nothing unpack() override { return {}; }
+  void fields(Fields& f) override {
+    stand_in_fields(f);
+    f.integer(dims_);
+  }
 
   void backward(const at::Tensor& grad, const Nothing&, variable_list& out) override {
     out[0] = dims_ == 2 ? at::_adaptive_avg_pool2d_backward(grad, stand_in())
@@ -205,6 +235,12 @@ class MemsaveMeanBackward final : public MemsaveNode<Nothing> {
 
  private:
   Nothing unpack() override { return {}; }
+  void fields(Fields& f) override {
+    f.ints(sizes_);
+    f.integer(numel_);
+    f.optional_ints(dims_);
+    f.flag(keepdim_);
+  }
 
   void backward(const at::Tensor& grad, const Nothing&, variable_list& out) override {
     const bool all = !dims_ || dims_->empty();

@@ -2,6 +2,8 @@
 // pool_windows.cpp: Note [Window offsets] and Note [Pieces] (pool_windows.h).
 #include "pool_windows.h"
 
+#include "../core/rules.h"
+
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/aminmax.h>
 #include <ATen/ops/arange.h>
@@ -48,8 +50,10 @@ at::Tensor Windows::offsets_in_pieces(const at::Tensor& indices, at::IntArrayRef
   return in_pieces(indices, offset_dtype(), [&](const at::Tensor& piece) { return offsets(piece, in); });
 }
 
-at::Tensor Windows::indices_in_pieces(const at::Tensor& offsets, at::IntArrayRef in) const {
-  return in_pieces(offsets, at::kLong, [&](const at::Tensor& piece) { return indices(piece, in); });
+at::Tensor Windows::indices_in_pieces(const at::Tensor& offsets, at::IntArrayRef in, at::IntArrayRef out) const {
+  // Note [Compiled autograd] (core/node.h): traced, the whole tensor, whose sizes may be symbolic.
+  if (tracing_backward()) return indices(offsets, in, out);
+  return in_pieces(offsets, at::kLong, [&](const at::Tensor& piece) { return indices(piece, in, out); });
 }
 
 template <typename Fn>
@@ -87,7 +91,7 @@ at::Tensor Windows::offsets(const at::Tensor& indices, at::IntArrayRef in) const
     i.mul_(Q[d] - P[d]);
     k = k.defined() ? k.add_(i) : i.add_(indices);
   }
-  const at::Tensor starts = start_sum(indices, Q);
+  const at::Tensor starts = start_sum(indices.sizes().slice(indices.dim() - n), indices.device(), Q);
   k = k.defined() ? k.sub_(starts) : indices.sub(starts);
   return k.to(offset_dtype());
 }
@@ -95,7 +99,7 @@ at::Tensor Windows::offsets(const at::Tensor& indices, at::IntArrayRef in) const
 // Stock's int64 indices from window-local positions; checked against the plane's size,
 // since out-of-range indices crash the CPU kernel. The divisions run on the narrow type
 // (every divisor is below the window's size, so it fits).
-at::Tensor Windows::indices(const at::Tensor& offsets, at::IntArrayRef in) const {
+at::Tensor Windows::indices(const at::Tensor& offsets, at::IntArrayRef in, at::IntArrayRef out) const {
   const int n = dims();
   const std::vector<int64_t> P = strides_of(in), Q = strides_of(kernel);
   const int64_t last = dilation[n - 1];
@@ -111,8 +115,8 @@ at::Tensor Windows::indices(const at::Tensor& offsets, at::IntArrayRef in) const
   at::Tensor k = offsets.to(at::kLong);
   if (last != 1) k.mul_(last);
   index = index.defined() ? index.add_(k) : k;
-  index.add_(start_sum(offsets, P));
-  if (index.numel() > 0) {
+  index.add_(start_sum(out, offsets.device(), P));
+  if (!tracing_backward() && index.numel() > 0) {  // a fake tensor has no values to check
     auto range = at::aminmax(index);
     const int64_t lo = std::get<0>(range).item<int64_t>(), hi = std::get<1>(range).item<int64_t>();
     const int64_t plane = P[0] * in[0];
@@ -133,13 +137,13 @@ at::Tensor Windows::starts(int d, int64_t outputs, const at::Device& device) con
       .view(shape);
 }
 
-// sum_d s_d w_d over the output positions of `t` (whose last dims() dimensions are the
-// output positions): a small int64 tensor of the output's spatial shape.
-at::Tensor Windows::start_sum(const at::Tensor& t, const std::vector<int64_t>& w) const {
+// sum_d s_d w_d over the output positions (`out`: the output's spatial sizes): a small int64
+// tensor of the output's spatial shape.
+at::Tensor Windows::start_sum(at::IntArrayRef out, const at::Device& device, const std::vector<int64_t>& w) const {
   const int n = dims();
   at::Tensor sum;
   for (int d = 0; d < n; d++) {
-    at::Tensor s = starts(d, t.size(t.dim() - n + d), t.device()).mul_(w[d]);
+    at::Tensor s = starts(d, out[d], device).mul_(w[d]);
     sum = sum.defined() ? sum + s : s;
   }
   return sum;

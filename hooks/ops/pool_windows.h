@@ -37,11 +37,13 @@ struct Windows {
   at::Tensor offsets_in_pieces(const at::Tensor& indices, at::IntArrayRef in) const;
   // Stock's int64 indices from window-local positions, a piece at a time (Note [Pieces]);
   // checked against the plane's size, since out-of-range indices crash the CPU kernel.
-  at::Tensor indices_in_pieces(const at::Tensor& offsets, at::IntArrayRef in) const;
+  // `out`: the output's spatial sizes (those of the offsets' last dims(), which may be
+  // symbolic under compiled autograd: Note [Compiled autograd] in core/node.h).
+  at::Tensor indices_in_pieces(const at::Tensor& offsets, at::IntArrayRef in, at::IntArrayRef out) const;
 
   // The conversions of a whole tensor (what offsets_in_pieces does on each piece).
   at::Tensor offsets(const at::Tensor& indices, at::IntArrayRef in) const;
-  at::Tensor indices(const at::Tensor& offsets, at::IntArrayRef in) const;
+  at::Tensor indices(const at::Tensor& offsets, at::IntArrayRef in, at::IntArrayRef out) const;
 
  private:
   // Note [Pieces]: the conversions below build several int64 temporaries of the output's
@@ -54,7 +56,7 @@ struct Windows {
   at::Tensor in_pieces(const at::Tensor& t, at::ScalarType dtype, const Fn& convert) const;
   at::Tensor offsets_dilated(const at::Tensor& indices, at::IntArrayRef in) const;
   at::Tensor starts(int d, int64_t outputs, const at::Device& device) const;
-  at::Tensor start_sum(const at::Tensor& t, const std::vector<int64_t>& w) const;
+  at::Tensor start_sum(at::IntArrayRef out, const at::Device& device, const std::vector<int64_t>& w) const;
 };
 
 // The windows of a pooling call with `n` spatial dimensions, from its arguments as stock

@@ -188,6 +188,18 @@ class MemsaveReluFamilyBackward final : public MemsaveNode<at::Tensor> {
     return bits;
   }
   void release() override { bits_.reset_data(); }
+  void fields(Fields& f) override {
+    f.saved(bits_, false);
+    mask_.layout(f);
+    f.integer(static_cast<int64_t>(op_));
+    f.flag(inplace_);
+    f.real(params_.a.toDouble());
+    f.real(params_.b.toDouble());
+    f.integer(static_cast<int64_t>(kept_));
+    f.options(options_);
+    f.real(set_);
+    f.real(unset_);
+  }
   void backward(const at::Tensor& grad, const at::Tensor& bits, variable_list& out) override {
     out[0] = can_chunk(grad, bits) ? backward_in_chunks(grad, bits) : backward(grad, proxy(bits));
   }
