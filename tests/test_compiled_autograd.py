@@ -3,6 +3,12 @@
 # later (exits 77, skipped, where torch has no compiled autograd). Note [Compiled autograd]
 # in hooks/core/node.h.
 #
+# Default build: our nodes keep Node's default, so compiled autograd raises "compiled_args
+# not implemented" naming our node; that must be a Python exception, and stock's nodes must
+# work in the same process (supported()). Built with -DMEMSAVE_COMPILED_AUTOGRAD=ON
+# (unfinished, issue 13), the rest runs; it does not pass yet (NaN input gradients in some
+# networks):
+#
 # Eager forwards of small frozen networks that reach every node class of ours (convolution,
 # batch norm in eval, the ReLU family with its parameters, max/avg/adaptive pooling, mean,
 # dropout and native dropout, linear), each followed by a backward under compiled autograd
@@ -100,8 +106,11 @@ def run(net, x, on, backend):
             y = net(xi)
             names |= node_names(y)
             loss = (y * y).sum()
-            with enable(lambda gm: torch.compile(gm, backend=backend, fullgraph=True)):
+            if backend is None:  # eager backward, for comparison
                 loss.backward()
+            else:
+                with enable(lambda gm: torch.compile(gm, backend=backend, fullgraph=True)):
+                    loss.backward()
             grads.append([xi.grad] + [p.grad.clone() for p in params])
             for p in params:
                 p.grad = None
@@ -115,18 +124,55 @@ def bitwise(a, b):
         a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
 
 
+# Mean is stock's node on 2.x (stock keeps sizes only: a passthrough); hardtanh of a NaN goes
+# to stock on the CPU (README's limits).
 OURS = {"MemsaveConvolutionBackward", "MemsaveBatchNormBackward", "MemsaveReluBackward", "MemsaveMaxPool2DBackward",
         "MemsaveThresholdBackward", "MemsaveLeakyReluBackward", "MemsaveHardtanhBackward", "MemsaveAvgPool2DBackward",
-        "MemsaveAdaptiveAvgPool2DBackward", "MemsaveLinearBackward", "MemsaveMeanBackward"}
+        "MemsaveAdaptiveAvgPool2DBackward", "MemsaveLinearBackward"}
 DROPOUT = {False: "MemsaveDropoutBackward", True: "MemsaveNativeDropoutBackward"}
+
+torch.manual_seed(2)
+_conv = nn.Conv2d(3, 8, 3, padding=1).requires_grad_(False)
+_bn = nn.BatchNorm2d(3).eval().requires_grad_(False)
+with torch.no_grad():
+    _bn.running_mean.uniform_(-0.5, 0.5)
+    _bn.running_var.uniform_(0.5, 2.0)
+_lin = nn.Linear(108, 5).requires_grad_(False)
+# One family at a time, on an input holding NaN, inf and -0.0 (`x * 1`: a node of ours on a
+# non-leaf, as in a network).
+FAMILIES = {
+    "conv": lambda x: _conv(x),
+    "batch norm": lambda x: _bn(x * 1),
+    "relu": lambda x: F.relu(x * 1),
+    "threshold": lambda x: F.threshold(x * 1, 0.1, -1.0),
+    "leaky_relu": lambda x: F.leaky_relu(x * 1, 0.02),
+    "max_pool2d": lambda x: F.max_pool2d(x * 1, 3, 2, 1),
+    "avg_pool2d": lambda x: F.avg_pool2d(x * 1, 2, ceil_mode=True),
+    "adaptive_avg_pool2d": lambda x: F.adaptive_avg_pool2d(x * 1, 3),
+    "dropout": lambda x: F.dropout(x * 1, 0.25, True),
+    "native_dropout": lambda x: torch.native_dropout(x * 1, 0.25, True)[0],
+    "linear": lambda x: F.linear(x.flatten(1) * 1, _lin.weight, _lin.bias),
+}
+
+
+class Family(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
 
 failures = []
 
 
-def check(label, net, x, backend="aot_eager", want=OURS):
+def check(label, net, x, backend="aot_eager", want=None):
     stock, stock_names = run(net, x, False, backend)
     ours, our_names = run(net, x, True, backend)
-    missing = (want | {DROPOUT[net.native]}) - our_names
+    if want is None:
+        want = OURS | {DROPOUT[net.native]}
+    missing = want - our_names
     if missing:
         failures.append(f"{label}: the forward did not build {sorted(missing)} (built {sorted(our_names)})")
     if any(n.startswith("Memsave") for n in stock_names):
@@ -134,15 +180,60 @@ def check(label, net, x, backend="aot_eager", want=OURS):
     for step, (s, o) in enumerate(zip(stock, ours)):
         for i, (a, b) in enumerate(zip(s, o)):
             if not bitwise(a, b):
-                diff = (a.double() - b.double()).abs().max().item()
-                failures.append(f"{label}: step {step} gradient {i} differs from stock's (max |diff| {diff:g})")
+                ne = (a.contiguous().view(torch.uint8) != b.contiguous().view(torch.uint8)).sum().item()
+                both_nan = (a.isnan() & b.isnan()).sum().item()
+                diff = (a.double() - b.double()).nan_to_num(0).abs().max().item()
+                failures.append(f"{label}: step {step} gradient {i} differs from stock's ({ne} bytes differ, "
+                                f"{both_nan} NaN on both sides, max |diff| elsewhere {diff:g})")
     print(f"{label}: {len(stock)} steps, {len(stock[0])} gradients compared")
 
 
+def supported():
+    """Whether our nodes serve compiled autograd (built with -DMEMSAVE_COMPILED_AUTOGRAD=ON).
+    Without it, compiled autograd must raise stock's "compiled_args not implemented" naming
+    our node, as a Python exception (the host goes on), and stock's nodes must still work."""
+    x = torch.randn(4, 4, requires_grad=True)
+    y = F.relu(x * 1)
+    if not y.grad_fn.name().startswith("Memsave"):
+        failures.append(f"relu built {y.grad_fn.name()}, not our node")
+        return False
+    try:
+        with enable(lambda gm: torch.compile(gm, backend="aot_eager", fullgraph=True)):
+            y.sum().backward()
+        return True
+    except RuntimeError as e:
+        if "compiled_args not implemented: MemsaveReluBackward" not in str(e):
+            failures.append(f"compiled autograd raised something else: {e}")
+        print("our nodes do not serve compiled autograd (default build); it raised:", str(e).splitlines()[0])
+    previous = lib.memsave_set_enabled(0)
+    try:
+        x = torch.randn(4, 4, requires_grad=True)
+        with enable(lambda gm: torch.compile(gm, backend="aot_eager", fullgraph=True)):
+            F.relu(x * 1).sum().backward()
+        if not torch.equal(x.grad, (x > 0).float()):
+            failures.append("stock's nodes under compiled autograd gave a wrong gradient")
+    finally:
+        lib.memsave_set_enabled(previous)
+    return False
+
+
 def main():
+    if not supported():
+        for f in failures:
+            print("FAIL:", f)
+        print("compiled_autograd:", "FAILED" if failures else "passed (the error, as README says)")
+        return 1 if failures else 0
     torch.manual_seed(1)
     x = torch.randn(2, 3, 12, 12)
-    x[0, 0, 0, :3] = torch.tensor([float("nan"), -0.0, float("inf")])
+    special = torch.randn(2, 3, 6, 6)
+    special[0, 0, 0, :3] = torch.tensor([float("nan"), -0.0, float("inf")])
+    special[1, 2, 3, 3] = float("-inf")
+    nodes = {"conv": "Convolution", "batch norm": "BatchNorm", "relu": "Relu", "threshold": "Threshold",
+             "leaky_relu": "LeakyRelu", "max_pool2d": "MaxPool2D", "avg_pool2d": "AvgPool2D",
+             "adaptive_avg_pool2d": "AdaptiveAvgPool2D", "dropout": "Dropout", "native_dropout": "NativeDropout",
+             "linear": "Linear"}
+    for name, fn in FAMILIES.items():
+        check(f"{name}, NaN/inf/-0.0 input", Family(fn), special, want={f"Memsave{nodes[name]}Backward"})
     # Adversarial: everything frozen, the input needs its gradient.
     check("adversarial", frozen(Net()), x)
     # The same node classes with other values: each must get its own graph.

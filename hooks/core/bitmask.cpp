@@ -13,6 +13,8 @@
 #include <ATen/ops/empty_strided.h>
 #include <ATen/ops/isnan.h>
 #include <ATen/ops/ones.h>
+#include <ATen/ops/scalar_tensor.h>
+#include <ATen/ops/where.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
@@ -400,6 +402,19 @@ at::Tensor BitMask::unpack_bits(const at::Tensor& bits, at::ScalarType dtype, do
     }
   }
   at::Tensor flags = bits.unsqueeze(1).bitwise_and(bit_weights(bits.device())).ne(0).view(-1).narrow(0, 0, numel_);
+  if (tracing_backward()) {
+    // Note [Compiled autograd] (node.h): the in-place fills of a permuted view below were
+    // missing from the traced graph when a caller holds AutoDispatchBelowADInplaceOrView
+    // (dropout's backward: its gradients came out of an uninitialised tensor), so the traced
+    // path builds the values out of place, in memory order, and copies them into `out`.
+    std::vector<int64_t> permuted(order_.size()), back(order_.size());
+    for (size_t i = 0; i < order_.size(); i++) {
+      permuted[i] = sizes_[order_[i]];
+      back[order_[i]] = static_cast<int64_t>(i);
+    }
+    const at::Tensor values = at::where(flags, at::scalar_tensor(set, opts), at::scalar_tensor(unset, opts));
+    return out.copy_(values.view(permuted).permute(back));
+  }
   at::Tensor view = out.permute(order_);
   view.fill_(unset);
   view.masked_fill_(flags.view(view.sizes()), set);

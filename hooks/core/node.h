@@ -31,7 +31,17 @@
 // tensor modified in place), as stock's nodes do when they unpack their SavedVariables there.
 // 1.13 has no compiled autograd; before 2.6 its node API differed, so there our nodes keep
 // Node's default (compiled autograd raises "compiled_args not implemented").
+// Not finished (issue 13): built with -DMEMSAVE_COMPILED_AUTOGRAD=ON (2.6 and later), each of
+// our node classes alone gives stock's gradients bit for bit under aot_eager, NaN, inf and
+// -0.0 included, but a network of them (tests/test_compiled_autograd.py) gets NaN input
+// gradients where stock has numbers, in some configurations and not in others, which points
+// at memory read before it is written; not found yet. Until it is, the default build keeps
+// Node's default, and compiled autograd raises "compiled_args not implemented" on our nodes.
+#if defined(MEMSAVE_WITH_COMPILED_AUTOGRAD) && MEMSAVE_WITH_COMPILED_AUTOGRAD
 #define MEMSAVE_COMPILED_AUTOGRAD MEMSAVE_TORCH_AT_LEAST(2, 6)
+#else
+#define MEMSAVE_COMPILED_AUTOGRAD 0
+#endif
 
 namespace memsave {
 
