@@ -10,8 +10,20 @@
 // ResNet-18's adversarial ratio near 0.5. So on 2.x each case also runs with mkldnn on, as
 // users do, and the peaks come from those runs; the losses are compared in the mkldnn-off
 // runs, where stock is deterministic on every CPU.
+//
+// Note [mkldnn probe]: on some AVX-512 CPUs Debian 13's oneDNN kills the process in stock's
+// ConvolutionBackward0 (SIGFPE, an integer division by zero in
+// dnnl_convolution_backward_data_primitive_desc_create, seen on an AMD EPYC). So before a
+// case's mkldnn-on runs, the same stock run goes first in a child process (this program
+// again, test Probe.Mkldnn); when the child dies, the case's peaks come from the mkldnn-off
+// runs, which have other backends' buffers, and its ratio bound is not checked (printed).
+#include <spawn.h>
+#include <sys/wait.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "scenarios.h"
 #include "testing.h"
@@ -49,6 +61,28 @@ struct Case {
   double max_ratio;     // upper bound on peak(memsave) / peak(stock)
 };
 
+#if TORCH_VERSION_MAJOR >= 2
+extern "C" char** environ;
+
+// Note [mkldnn probe]: whether stock's run of this case with mkldnn on survives, in a child.
+bool mkldnn_survives(const Case& c, int64_t batch, int64_t size) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e; e++) env.emplace_back(*e);
+  env.push_back(std::string("MEMSAVE_PROBE_CASE=") + c.model + " " + c.scenario + " " + std::to_string(batch) + " " +
+                std::to_string(size));
+  std::vector<char*> envp;
+  for (std::string& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  char arg0[] = "test_scenarios", arg1[] = "--gtest_filter=Probe.Mkldnn";
+  char* argv[] = {arg0, arg1, nullptr};
+  pid_t pid;
+  if (posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv, envp.data()) != 0) return false;
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid) return false;
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+#endif
+
 void check(const Case& c, int64_t batch, int64_t size) {
   memsave_demo::ScenarioOptions o;
   o.model = c.model, o.scenario = c.scenario, o.batch = batch, o.size = size, o.steps = 2;
@@ -58,10 +92,15 @@ void check(const Case& c, int64_t batch, int64_t size) {
     EXPECT_EQ(std::memcmp(&stock.losses[i], &ours.losses[i], sizeof(double)), 0)
         << c.model << " " << c.scenario << " step " << i << ": " << stock.losses[i] << " vs " << ours.losses[i];
   uint64_t stock_peak = stock.peak, ours_peak = ours.peak;
+  bool check_bound = true;
 #if TORCH_VERSION_MAJOR >= 2
-  {  // Note [Scenario memory on 2.x]
+  if (mkldnn_survives(c, batch, size)) {  // Note [Scenario memory on 2.x]
     memsave_test::MkldnnGuard mkldnn(true);
     stock_peak = run(o, false).peak, ours_peak = run(o, true).peak;
+  } else {  // Note [mkldnn probe]
+    check_bound = false;
+    std::printf("%s %s: stock dies with mkldnn on this CPU; peaks with mkldnn off, ratio bound not checked\n",
+                c.model, c.scenario);
   }
 #endif
   const double ratio = static_cast<double>(ours_peak) / static_cast<double>(stock_peak);
@@ -69,7 +108,7 @@ void check(const Case& c, int64_t batch, int64_t size) {
               (long long)batch, (long long)size, (unsigned long long)stock_peak, (unsigned long long)ours_peak, ratio);
   EXPECT_LE(ours_peak, stock_peak) << c.model << " " << c.scenario;
   if (c.strictly_lower) EXPECT_LT(ours_peak, stock_peak) << c.model << " " << c.scenario;
-  EXPECT_LE(ratio, c.max_ratio) << c.model << " " << c.scenario;
+  if (check_bound) EXPECT_LE(ratio, c.max_ratio) << c.model << " " << c.scenario;
 }
 
 TEST(Scenarios, ResNet18) {
@@ -99,6 +138,19 @@ TEST(Scenarios, OtherModels) {
       {"transformer", "surgical", true, 1.0},  {"transformer", "full", false, 1.02},
   };
   for (const Case& c : cases) check(c, 4, 64);
+}
+
+// Note [mkldnn probe]: the child's run; skipped unless MEMSAVE_PROBE_CASE names a case.
+TEST(Probe, Mkldnn) {
+  const char* spec = std::getenv("MEMSAVE_PROBE_CASE");
+  if (!spec) GTEST_SKIP() << "run by Note [mkldnn probe] only";
+  char model[64], scenario[64];
+  long long batch = 0, size = 0;
+  ASSERT_EQ(std::sscanf(spec, "%63s %63s %lld %lld", model, scenario, &batch, &size), 4) << spec;
+  memsave_demo::ScenarioOptions o;
+  o.model = model, o.scenario = scenario, o.batch = batch, o.size = size, o.steps = 1;
+  memsave_test::MkldnnGuard mkldnn(true);
+  run(o, false);
 }
 
 }  // namespace
