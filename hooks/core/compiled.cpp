@@ -9,13 +9,6 @@
 #endif
 
 namespace memsave {
-namespace {
-
-thread_local bool t_tracing = false;
-
-}  // namespace
-
-bool tracing_backward() { return t_tracing; }
 
 void Fields::geometry(const Geometry& g) {
   ints(g.sizes);
@@ -63,12 +56,6 @@ class Swap final : public Fields {
   bool before_;
 };
 
-struct Tracing {
-  bool previous = t_tracing;
-  Tracing() { t_tracing = true; }
-  ~Tracing() { t_tracing = previous; }
-};
-
 }  // namespace
 
 void NodeBase::compiled_args(CompiledNodeArgs& args) const {
@@ -89,7 +76,7 @@ variable_list NodeBase::apply_with_saved(const variable_list& inputs, SwapSavedV
   fields(before);
   variable_list out;
   try {
-    Tracing tracing;
+    TracingBackward tracing;
     out = apply(variable_list(inputs));
   } catch (...) {
     fields(after);

@@ -55,6 +55,17 @@ constexpr const char* kAutodiffGraph = "TorchScript differentiable graph (its ow
 // Note [Compiled autograd] (node.h): true while compiled autograd traces one of our nodes'
 // backward with fake tensors; backward then takes its graph-friendly path only.
 bool tracing_backward();
+// Sets it for one scope (compiled.cpp, around a traced apply()).
+class TracingBackward {
+ public:
+  TracingBackward();
+  ~TracingBackward();
+  TracingBackward(const TracingBackward&) = delete;
+  TracingBackward& operator=(const TracingBackward&) = delete;
+
+ private:
+  bool previous_;
+};
 
 // Tensor bytes of a tensor's elements (numel x element size); 0 for undefined.
 inline uint64_t tensor_bytes(const at::Tensor& t) {
