@@ -6,8 +6,9 @@
 # Default build: our nodes keep Node's default, so compiled autograd raises "compiled_args
 # not implemented" naming our node; that must be a Python exception, and stock's nodes must
 # work in the same process (supported()). Built with -DMEMSAVE_COMPILED_AUTOGRAD=ON
-# (unfinished, issue 13), the rest runs; it does not pass yet (NaN input gradients in some
-# networks):
+# (unfinished, issue 13), the rest runs, with mkldnn off (--mkldnn leaves it on: then, on
+# Debian 13's oneDNN and an AVX-512 CPU, networks get NaN input gradients in some runs, the
+# reason the support is off by default; Note [Compiled autograd] in hooks/core/node.h):
 #
 # Eager forwards of small frozen networks that reach every node class of ours (convolution,
 # batch norm in eval, the ReLU family with its parameters, max/avg/adaptive pooling, mean,
@@ -223,6 +224,8 @@ def main():
             print("FAIL:", f)
         print("compiled_autograd:", "FAILED" if failures else "passed (the error, as README says)")
         return 1 if failures else 0
+    if "--mkldnn" not in sys.argv:
+        torch.backends.mkldnn.enabled = False
     torch.manual_seed(1)
     x = torch.randn(2, 3, 12, 12)
     special = torch.randn(2, 3, 6, 6)

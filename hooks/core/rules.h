@@ -3,7 +3,9 @@
 // incoming gradient (Note [Reusing the incoming gradient]).
 #pragma once
 
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
+#include <c10/util/Optional.h>
 #include <ATen/core/operator_name.h>
 #include <c10/core/DispatchKeySet.h>
 
@@ -65,6 +67,19 @@ class TracingBackward {
 
  private:
   bool previous_;
+};
+
+// Below ADInplaceOrView (plain tensors, no view tracking), for what a backward computes on its
+// own temporaries; not while traced: in-place ops on views made under that guard were missing
+// from compiled autograd's graph (Note [Compiled autograd] in node.h).
+class PlainUnlessTraced {
+ public:
+  PlainUnlessTraced() {
+    if (!tracing_backward()) guard_.emplace();
+  }
+
+ private:
+  c10::optional<at::AutoDispatchBelowADInplaceOrView> guard_;
 };
 
 // Tensor bytes of a tensor's elements (numel x element size); 0 for undefined.

@@ -70,7 +70,7 @@ class MemsaveDropoutBackward final : public MemsaveNode<DropoutSaved> {
   void backward(const at::Tensor& grad, const DropoutSaved& s, variable_list& out) override {
     at::Tensor noise;
     {
-      at::AutoDispatchBelowADInplaceOrView guard;
+      PlainUnlessTraced guard;
       // In place: one noise-sized buffer.
       noise = mask_.unpack_bits(s.bits, s.value.scalar_type(), 1, 0).mul_(s.value);
     }
@@ -114,7 +114,7 @@ class MemsaveNativeDropoutBackward final : public MemsaveNode<at::Tensor> {
     const double scale = (!train_.has_value() || !*train_) ? 1 : (p_ == 1 ? 0.0 : 1.0 / (1.0 - p_));
     at::Tensor mask;
     {
-      at::AutoDispatchBelowADInplaceOrView guard;
+      PlainUnlessTraced guard;
       mask = mask_.unpack_bits(bits, mask_dtype_, 1, 0);
     }
     if (at::GradMode::is_enabled()) {

@@ -54,7 +54,7 @@ class PoolBackward : public MemsaveNode<Saved> {
   at::Tensor stand_in() const {
     at::Tensor s;
     {
-      at::AutoDispatchBelowADInplaceOrView guard;  // a plain tensor, not a tracked view
+      PlainUnlessTraced guard;  // a plain tensor, not a tracked view
       s = expand_stand_in_ ? at::empty({}, input_.options).expand(input_.sizes) : input_.empty_strided();
     }
     if (at::GradMode::is_enabled()) torch::autograd::impl::set_gradient_edge(s, this->next_edge(0));
@@ -137,7 +137,7 @@ class MemsaveMaxPoolBackward final : public PoolBackward<at::Tensor> {
     const at::IntArrayRef in = at::IntArrayRef(input_.sizes).slice(input_.sizes.size() - n);
     at::Tensor indices;
     if (offsets_) {
-      at::AutoDispatchBelowADInplaceOrView guard;
+      PlainUnlessTraced guard;
       indices = windows_.indices_in_pieces(argmax, in, out_sizes_);
     } else {
       indices = argmax;
