@@ -403,10 +403,11 @@ at::Tensor BitMask::unpack_bits(const at::Tensor& bits, at::ScalarType dtype, do
   }
   at::Tensor flags = bits.unsqueeze(1).bitwise_and(bit_weights(bits.device())).ne(0).view(-1).narrow(0, 0, numel_);
   if (tracing_backward()) {
-    // Note [Compiled autograd] (node.h): the in-place fills of a permuted view below were
-    // missing from the traced graph when a caller holds AutoDispatchBelowADInplaceOrView
-    // (dropout's backward: its gradients came out of an uninitialised tensor), so the traced
-    // path builds the values out of place, in memory order, and copies them into `out`.
+    // Note [Compiled autograd] (node.h): the in-place fills of a permuted view below went
+    // missing from the traced graph (first seen as dropout gradients read from an
+    // uninitialised tensor; without this branch tests/test_compiled_autograd.py, built with
+    // the option on, still fails after PlainUnlessTraced), so the traced path builds the
+    // values out of place, in memory order, and copies them into `out`.
     std::vector<int64_t> permuted(order_.size()), back(order_.size());
     for (size_t i = 0; i < order_.size(); i++) {
       permuted[i] = sizes_[order_[i]];
