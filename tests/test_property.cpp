@@ -35,7 +35,8 @@ uint64_t env_u64(const char* name, uint64_t fallback) {
 uint64_t base_seed() {
   static const uint64_t seed = env_u64(
       "MEMSAVE_PROPERTY_SEED",
-      std::random_device{}() ^ static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
+      (static_cast<uint64_t>(std::random_device{}()) << 32 | std::random_device{}()) ^
+          static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
   return seed;
 }
 
@@ -122,6 +123,38 @@ struct Case {
   bool double_backward = true;  // compared now and then
 };
 
+enum class Verdict { kRan, kRejected, kRanOnRerun, kStockVaries };
+
+// Stock, then libmemsave, on one case. When they differ, stock runs the case up to three
+// more times: a few stock kernels give history-dependent bits (Note [Stock varies]). The case
+// passes when ours equals one of stock's runs (kRanOnRerun: counted and printed), is set aside (kStockVaries, counted, at most
+// 1% of a family's cases) when stock's runs differ among themselves and none equals ours,
+// and fails, every difference reported, when stock repeats itself and ours differs.
+//
+// Note [Stock varies]: with seed 19164264074859 on 1.13 (this 2-core AMD EPYC with AVX-512),
+// conv case 605 (bfloat16, every argument requiring grad, so stock's own node runs: a
+// passthrough) gives a weight gradient 3e-7 away from the stock run just before it, in the
+// 1000-case sequence only, never alone: stock's bfloat16 convolution backward depends on what
+// ran before it in the process. A fixed seed hid it; now each run draws a fresh seed.
+Verdict compare_case(const Case& c, const std::string& where, const GradOut& go) {
+  const Run stock = run_once(false, c.forward, c.args, c.pattern, go);
+  const Run ours = run_once(true, c.forward, c.args, c.pattern, go);
+  const Verdict ran = stock.error.empty() ? Verdict::kRan : Verdict::kRejected;
+  if (equal_runs(stock, ours, c.buffers)) return ran;
+  bool varies = false;
+  for (int again = 0; again < 3; again++) {
+    const Run other = run_once(false, c.forward, c.args, c.pattern, go);
+    if (equal_runs(other, ours, c.buffers)) return Verdict::kRanOnRerun;
+    varies = varies || !equal_runs(other, stock, c.buffers);
+  }
+  if (varies) {
+    std::printf("[ property ] %s: stock's own runs differ; set aside\n", where.c_str());
+    return Verdict::kStockVaries;
+  }
+  expect_equal_runs(stock, ours, where, c.buffers);
+  return ran;
+}
+
 // Runs `cases` cases of one family against stock and prints the figures. Stops at the
 // first failing case, after printing how to rerun it alone.
 void property(const char* family, int family_id, const std::function<Case(Draw&)>& draw) {
@@ -134,7 +167,7 @@ void property(const char* family, int family_id, const std::function<Case(Draw&)
   std::fflush(stdout);
   const auto before = stats();
   const auto t0 = std::chrono::steady_clock::now();
-  int64_t ran = 0, rejected = 0, double_backward = 0;
+  int64_t ran = 0, rejected = 0, on_rerun = 0, stock_varies = 0, double_backward = 0;
   for (int64_t k = 0; k < cases; k++) {
     const uint64_t case_seed = seed + static_cast<uint64_t>(k) * kSeedStep;
     Draw d(case_seed);
@@ -143,8 +176,12 @@ void property(const char* family, int family_id, const std::function<Case(Draw&)
     const GradOut go = d.chance(0.2) ? GradOut(sum_grad) : random_grad(case_seed, d.chance(0.5));
     const std::string where = std::string(family) + " case " + std::to_string(k) + ":" + d.desc.str();
     const bool twice = d.chance(0.05);
-    if (compare_with_stock(c.forward, c.args, c.pattern, where, go, c.buffers)) ran++;
-    else rejected++;
+    switch (compare_case(c, where, go)) {
+      case Verdict::kRan: ran++; break;
+      case Verdict::kRanOnRerun: ran++, on_rerun++; break;
+      case Verdict::kRejected: rejected++; break;
+      case Verdict::kStockVaries: stock_varies++; break;
+    }
     if (twice && c.pattern && c.double_backward) double_backward += compare_double_backward(c.forward, c.args, c.pattern, where);
     if (::testing::Test::HasFailure()) {
       std::printf("[ property ] %s failed; rerun with MEMSAVE_PROPERTY_SEED=%llu MEMSAVE_PROPERTY_CASES=1\n", family,
@@ -156,14 +193,16 @@ void property(const char* family, int family_id, const std::function<Case(Draw&)
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const uint64_t ours = after.substituted[family_id] - before.substituted[family_id];
   std::printf("[ property ] %s: %lld cases in %.1f s: %lld ran (%lld double backward), %lld rejected by stock and "
-              "ours alike; our nodes %llu, passthrough %llu, fallbacks %llu\n",
+              "ours alike; %lld equal to a rerun of stock only, %lld set aside (stock's own runs differ); our nodes %llu, passthrough %llu, fallbacks %llu\n",
               family, static_cast<long long>(cases), s,
               static_cast<long long>(ran), static_cast<long long>(double_backward), static_cast<long long>(rejected),
+              static_cast<long long>(on_rerun), static_cast<long long>(stock_varies),
               static_cast<unsigned long long>(ours),
               static_cast<unsigned long long>(after.passthrough[family_id] - before.passthrough[family_id]),
               static_cast<unsigned long long>(after.fallbacks[family_id] - before.fallbacks[family_id]));
   // A property that never reaches our nodes proves nothing.
   EXPECT_GE(ran, cases / 2) << family << ": too many configurations rejected";
+  EXPECT_LE(stock_varies * 100, cases) << family << ": stock's own runs differ in over 1% of the cases";
   EXPECT_GE(static_cast<int64_t>(ours), cases / 8) << family << ": too few of our nodes built";
 }
 

@@ -285,6 +285,18 @@ inline void expect_equal_runs(const Run& stock, const Run& ours, const std::stri
     EXPECT_TRUE(bitwise_equal(stock.leaves.at(i), ours.leaves.at(i))) << where << " buffer " << i;
 }
 
+// Whether two runs agree bit for bit, as expect_equal_runs checks, without recording a failure.
+inline bool equal_runs(const Run& a, const Run& b, const std::vector<size_t>& buffers = {}) {
+  if (a.error != b.error || a.outs.size() != b.outs.size() || a.grads.size() != b.grads.size()) return false;
+  for (size_t i = 0; i < a.outs.size(); i++)
+    if (!bitwise_equal(a.outs[i], b.outs[i])) return false;
+  for (size_t i = 0; i < a.grads.size(); i++)
+    if (!bitwise_equal(a.grads[i], b.grads[i])) return false;
+  for (size_t i : buffers)
+    if (!bitwise_equal(a.leaves.at(i), b.leaves.at(i))) return false;
+  return true;
+}
+
 // Stock's and libmemsave's runs of one case; false when stock itself rejected the call.
 struct Pair {
   Run stock, ours;
