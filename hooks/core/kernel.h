@@ -92,7 +92,7 @@ struct Footprint {
 //     static constexpr memsave_family_t kFamily = MEMSAVE_FAMILY_CONV;
 //     using Node = MemsaveConvolutionBackward;        // void: stock only (counted passthrough)
 //     explicit Convolution(const Call& c);            // takes its arguments off the stack
-//     std::array<at::Tensor, 3> differentiable() const;  // edges of the node, in stock's order
+//     std::array<at::Tensor, 3> differentiable() const;  // the arguments stock differentiates
 //     bool stock_minimal() const;                     // stock keeps the minimum already
 //     const char* prepare(const Call& c);             // why not (or nullptr); work before the node
 //     std::shared_ptr<Node> node(const Call& c) const;
@@ -107,11 +107,12 @@ struct Footprint {
 //   4. why = unsupported_keys, unsupported_tensor of each checked() tensor, prepare(): counted
 //      fallback with that reason, stock;
 //   5. ours: the node, made before the forward as stock's is (sequence numbers), with its
-//      edges from differentiable(); forward() (by default the operator's own kernel below
-//      autograd); keep(); the history of output 0 (rebased for an in-place operator); and,
-//      only once the forward has returned, the count.
+//      edges from edges() (by default differentiable(), in stock's order); forward() (by
+//      default the operator's own kernel below autograd); keep(); the history of output 0
+//      (rebased for an in-place operator); and, only once the forward has returned, the
+//      count.
 // Defaults an operator may hide: kStock (Autograd), kInplace, wanted(), checked(),
-// prepare(), forward().
+// prepare(), edges(), forward().
 template <class O>
 struct Op {
   static constexpr c10::DispatchKey kStock = c10::DispatchKey::Autograd;
@@ -128,6 +129,9 @@ struct Op {
   const char* uncovered() const { return nullptr; }
   auto checked() const { return self().differentiable(); }
   const char* prepare(const Call&) { return nullptr; }
+  // What the node's edges point at, after prepare(): the differentiable arguments, or
+  // tensors prepare() derived from them with autograd (linear's w.t(), as stock's).
+  auto edges() const { return self().differentiable(); }
   template <class Node>
   void forward(const Call& call, Node&) {
     call.forward_below_autograd(O::kInplace);
@@ -208,7 +212,7 @@ void kernel(const c10::OperatorHandle& handle, c10::DispatchKeySet ks, torch::ji
       return call.stock(O::kStock);
     }
     std::shared_ptr<typename O::Node> node = op.node(call);
-    const auto inputs = op.differentiable();
+    const auto inputs = op.edges();
     node->set_next_edges(torch::autograd::collect_next_edges(at::ArrayRef<at::Tensor>(inputs.data(), inputs.size())));
     op.forward(call, *node);
     const Footprint footprint = op.keep(call, *node);

@@ -6,12 +6,16 @@
 // is folded to 2-D by a view, and unfolded after. AddmmBackward0/MmBackward0 already keep
 // the 2-D input only if the weight needs a gradient, and w.t() (a view of the weight, no
 // new memory) only if the input needs one (docs/pytorch.md §1.2).
-// Here: one MemsaveLinearBackward with the same rule: the input only if the weight needs a
-// gradient, the weight only if the input needs one. Backward runs the operations of
-// stock's mm_mat1_backward/mm_mat2_backward (torch/csrc/autograd/FunctionsManual.cpp) on
-// the same operands, in the same order (Note [Linear backward]).
-// Stock keeps the same tensors, so this node saves no memory; it replaces two to four
+// Here: one MemsaveLinearBackward in place of stock's product node, the output's unfold
+// view and the bias's add, with the same rule: the 2-D input only if the weight needs a
+// gradient, w.t() only if the input needs one. Stock's w.t() and fold view are made as
+// stock makes them, with their nodes, and the node's edges point at them (Note [Linear
+// edges]). Backward runs the operations of stock's mm_mat1_backward/mm_mat2_backward
+// (torch/csrc/autograd/FunctionsManual.cpp) on the same operands, in the same order (Note
+// [Linear backward]).
+// Stock keeps the same tensors, so this node saves no memory; it replaces two or three
 // nodes by one. The family is off by default (MEMSAVE_OPS) for that reason.
+#include <ATen/ExpandUtils.h>
 #include <torch/csrc/autograd/saved_variable.h>
 #include <torch/version.h>
 
@@ -29,72 +33,93 @@ using torch::autograd::variable_list;
 //   grad mat2 = mat2 column-major ? grad.t().mm(mat1).t() : mat1.t().mm(grad)
 //   grad bias = grad (addmm) or the N-D gradient (matmul + add_), reduced to the bias's
 //               shape by the engine (at::sum_to, InputMetadata::reduce_grad)
-// then TBackward0 transposes the weight gradient and the view nodes reshape the gradients
-// of an N-D input. "Column-major" is stock's test strides[0] == 1 && strides[1] == sizes[0]
-// on the 2-D operand; conj() is the identity for real dtypes. We do the same, on the same
-// operands with the same strides, so the results are bitwise stock's.
+// in the order of stock's generated nodes: AddmmBackward0 mat1's first, MmBackward0 mat2's
+// first (under double backward this orders the new graph's nodes, hence its sums: the other
+// order gave other NaN payloads), then TBackward0 transposes the weight gradient and the fold's view node reshapes the
+// gradient of an N-D input. "Column-major" is stock's test strides[0] == 1 &&
+// strides[1] == sizes[0] on the 2-D operand; conj() is the identity for real dtypes. We do
+// the same, on the same operands with the same strides, so the results are bitwise stock's.
+//
+// Note [Linear edges]: the node's edges go to stock's own TBackward0 (of w.t()) and fold
+// view node (of an N-D input), made in the forward as stock makes them and in stock's order
+// (their sequence numbers order the engine's work), and the node keeps those views, as
+// AddmmBackward0 does. Under double backward, the second-order paths to the weight (through
+// the kept w.t() and through this node) then meet at that TBackward0, and those to the input
+// at the view node, summed in stock's layout and order. Before, with edges to the weight
+// and input themselves, they met at the leaves: NaN payloads and the strides of a weight
+// with a size-1 dimension differed from stock (found by test_property, issue 15).
 struct MatrixGeometry {
   std::vector<int64_t> sizes, strides;
-  MatrixGeometry(std::vector<int64_t> sizes, std::vector<int64_t> strides)
-      : sizes(std::move(sizes)), strides(std::move(strides)) {}
+  explicit MatrixGeometry(const at::Tensor& m) : sizes(m.sizes().vec()), strides(m.strides().vec()) {}
   bool column_major() const { return strides[0] == 1 && strides[1] == sizes[0]; }
 };
 
 struct LinearSaved {
-  at::Tensor input, weight;
+  at::Tensor mat1, mat2;
 };
 
 class MemsaveLinearBackward final : public MemsaveNode<LinearSaved> {
  public:
-  // `mat1` is the 2-D input of stock's mm/addmm (the input or its folded view).
-  MemsaveLinearBackward(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& mat1,
-                        bool bias_grad_folded)
-      : input_(weight.requires_grad() ? input : at::Tensor(), /*is_output=*/false),
-        weight_(input.requires_grad() ? weight : at::Tensor(), /*is_output=*/false),
-        input_sizes_(input.sizes().vec()),
-        mat1_(mat1.sizes().vec(), mat1.strides().vec()),
-        // w.t(), without building the view (and its node) here.
-        mat2_({weight.size(1), weight.size(0)}, {weight.stride(1), weight.stride(0)}),
-        bias_grad_folded_(bias_grad_folded) {}
+  // `mat1` is the 2-D input of stock's mm/addmm (the input or its folded view), `mat2` is
+  // w.t(), both made with autograd (Note [Linear edges]).
+  MemsaveLinearBackward(const at::Tensor& mat1, const at::Tensor& mat2, const at::Tensor& bias, bool folded,
+                        bool bias_grad_folded, bool addmm)
+      : mat1_(mat2.requires_grad() ? mat1 : at::Tensor(), /*is_output=*/false),
+        mat2_(mat1.requires_grad() ? mat2 : at::Tensor(), /*is_output=*/false),
+        mat1_geometry_(mat1),
+        mat2_geometry_(mat2),
+        bias_sizes_(bias.defined() ? bias.sizes().vec() : std::vector<int64_t>()),
+        folded_(folded),
+        bias_grad_folded_(bias_grad_folded),
+        addmm_(addmm) {}
 
   std::string name() const override { return "MemsaveLinearBackward"; }
 
  private:
-  LinearSaved unpack() override { return {input_.unpack(), weight_.unpack()}; }
-  void release() override { reset_data(input_, weight_); }
+  LinearSaved unpack() override { return {mat1_.unpack(), mat2_.unpack()}; }
+  void release() override { reset_data(mat1_, mat2_); }
   void fields(Fields& f) override {
-    f.saved(input_, false);
-    f.saved(weight_, false);
-    f.ints(input_sizes_);
-    for (const MatrixGeometry* m : {&mat1_, &mat2_}) {
+    f.saved(mat1_, false);
+    f.saved(mat2_, false);
+    for (const MatrixGeometry* m : {&mat1_geometry_, &mat2_geometry_}) {
       f.ints(m->sizes);
       f.ints(m->strides);
     }
+    f.ints(bias_sizes_);
+    f.flag(folded_);
     f.flag(bias_grad_folded_);
+    f.flag(addmm_);
   }
 
   void backward(const at::Tensor& grad, const LinearSaved& s, variable_list& out) override {
-    const bool folded = input_sizes_.size() != 2;
-    // ViewBackward0/UnsafeViewBackward0 of the output: grad.reshape(the 2-D product's sizes).
-    const at::Tensor grad2 = folded ? grad.reshape({mat1_.sizes[0], mat2_.sizes[1]}) : grad;
-    if (task_should_compute_output(0)) {
-      const at::Tensor mat2 = s.weight.t();
-      at::Tensor g = mat1_.column_major() ? mat2.mm(grad2.t()).t() : grad2.mm(mat2.t());
-      out[0] = folded ? g.reshape(input_sizes_) : g;  // the fold's view node
-    }
-    if (task_should_compute_output(1)) {
-      const at::Tensor mat1 = folded ? s.input.view(mat1_.sizes) : s.input;
-      at::Tensor g = mat2_.column_major() ? grad2.t().mm(mat1).t() : mat1.t().mm(grad2);
-      out[1] = g.t();  // TBackward0
-    }
-    if (task_should_compute_output(2)) out[2] = bias_grad_folded_ ? grad2 : grad;
+    // matmul + add_: stock's AddBackward0 runs first, and the engine reduces its bias
+    // gradient (at::sum_to, InputMetadata::reduce_grad) before the product's nodes run; made
+    // first here too, so that under double backward the graph's nodes keep stock's order.
+    if (!bias_grad_folded_ && task_should_compute_output(2)) out[2] = at::sum_to(grad, bias_sizes_);
+    // The output's unfold view (ViewBackward0/UnsafeViewBackward0): grad.reshape(the 2-D
+    // product's sizes).
+    const at::Tensor grad2 = folded_ ? grad.reshape({mat1_geometry_.sizes[0], mat2_geometry_.sizes[1]}) : grad;
+    // To the fold's view node (or the 2-D input), and to TBackward0.
+    const auto mat1_grad = [&] {
+      if (task_should_compute_output(0))
+        out[0] = mat1_geometry_.column_major() ? s.mat2.mm(grad2.t()).t() : grad2.mm(s.mat2.t());
+    };
+    const auto mat2_grad = [&] {
+      if (task_should_compute_output(1))
+        out[1] = mat2_geometry_.column_major() ? grad2.t().mm(s.mat1).t() : s.mat1.t().mm(grad2);
+    };
+    if (addmm_) mat1_grad(), mat2_grad();
+    else mat2_grad(), mat1_grad();
+    if (bias_grad_folded_ && task_should_compute_output(2)) out[2] = grad2;  // addmm: the engine reduces it
   }
 
-  SavedVariable input_, weight_;
-  std::vector<int64_t> input_sizes_;
-  MatrixGeometry mat1_;  // the 2-D input of stock's mm/addmm
-  MatrixGeometry mat2_;  // w.t()
+  SavedVariable mat1_, mat2_;
+  MatrixGeometry mat1_geometry_;  // the 2-D input of stock's mm/addmm
+  MatrixGeometry mat2_geometry_;  // w.t()
+  std::vector<int64_t> bias_sizes_;
+  bool folded_;                   // an N-D input
   bool bias_grad_folded_;
+  bool addmm_;  // stock's product is addmm (with the bias), not mm
 };
 
 // Whether stock reduces the bias gradient from the 2-D product (addmm) rather than from the
@@ -119,10 +144,11 @@ struct Linear : Op<Linear> {
   using Node = MemsaveLinearBackward;
 
   at::Tensor input, weight, bias;
-  at::Tensor mat1;  // the 2-D operand of stock's mm/addmm
+  at::Tensor mat1, mat2;  // the 2-D operands of stock's mm/addmm, made with autograd
   explicit Linear(const Call& c) : input(c.tensor(0)), weight(c.tensor(1)), bias(c.optional_tensor(2)) {}
 
   std::array<at::Tensor, 3> differentiable() const { return {input, weight, bias}; }
+  std::array<at::Tensor, 3> edges() const { return {mat1, mat2, bias}; }
 
   const char* prepare(const Call&) {
     if (weight.dim() != 2) return "linear weight is not 2-D";
@@ -135,15 +161,31 @@ struct Linear : Op<Linear> {
       if (bias.defined() && (bias.dim() != 1 || !bias.is_contiguous()))
         return "linear N-D input with a bias not 1-D contiguous";
     }
-    // The input, or the view that folds it (the same view op stock uses, run below autograd
-    // so that it builds no node).
-    at::AutoDispatchBelowADInplaceOrView guard;
-    mat1 = input.dim() == 2 ? input : input.view({-1, input.size(-1)});
+    // Stock's w.t() and fold, with their nodes, in stock's order (Note [Linear edges]): the
+    // fold of an addmm input is a view on 1.13 (_flatten_3d_linear, made after w.t()) and a
+    // reshape on 2.x (_flatten_nd_linear, made before it); matmul's is a reshape, after w.t().
+    const auto fold = [&] { return input.reshape({-1, input.size(-1)}); };
+    if (input.dim() == 2) {
+      mat2 = weight.t();
+      mat1 = input;
+    } else if (!folds_bias()) {
+      mat2 = weight.t();
+      mat1 = fold();
+    } else {
+#if TORCH_VERSION_MAJOR >= 2
+      mat1 = fold();
+      mat2 = weight.t();
+#else
+      mat2 = weight.t();
+      mat1 = input.view({-1, input.size(-1)});
+#endif
+    }
     return nullptr;
   }
 
   std::shared_ptr<Node> node(const Call&) const {
-    return make_node<Node>(input, weight, mat1, input.dim() == 2 || stock_folds_bias(input.dim()));
+    return make_node<Node>(mat1, mat2, bias, input.dim() != 2, input.dim() == 2 || folds_bias(),
+                           bias.defined() && (input.dim() == 2 || folds_bias()));
   }
 
   // Stock keeps the (folded) input when the weight needs a gradient and w.t() when the
@@ -152,6 +194,10 @@ struct Linear : Op<Linear> {
     const Bytes kept{weight.requires_grad() ? tensor_bytes(input) : 0, input.requires_grad() ? tensor_bytes(weight) : 0};
     return {kept, kept};
   }
+
+ private:
+  // Whether an N-D input goes through stock's addmm with the bias (rather than matmul).
+  bool folds_bias() const { return bias.defined() && stock_folds_bias(input.dim()); }
 };
 
 void register_linear(Registrar& r) { r.op<Linear>("linear"); }
