@@ -178,6 +178,29 @@ TEST(Linear, DoubleBackwardAllTrainable) {
   }
 }
 
+// Second order where the order of the sums shows (Note [Linear edges] in hooks/ops/linear.cpp):
+// NaN with two payloads and infinities in input and weight, so that a sum run in another
+// order than stock's gives other NaN bits; 2-D, 3-D and 4-D inputs (addmm, the fold, and on
+// 1.13 matmul + add_), with and without bias, every requires_grad pattern, a weight with a
+// size-1 dimension (its gradient's strides), through the output and not.
+TEST(Linear, DoubleBackwardSumsInStockOrder) {
+  const double nan2 = -std::numeric_limits<double>::quiet_NaN();  // the other sign bit
+  for (std::vector<int64_t> batch : {std::vector<int64_t>{4}, {2, 3}, {2, 2, 3}})
+    for (bool bias : {false, true})
+      for (int64_t out : {1, 3}) {
+        LinearCase c;
+        c.batch = batch, c.bias = bias, c.in = 3, c.out = out;
+        Data d = make_data(c);
+        put_values(d.x, {{0, kNaN}, {2, kInf}, {4, nan2}, {5, -0.0}});
+        put_values(d.w, {{0, nan2}, {1, -kInf}, {2, kNaN}});
+        for (unsigned pattern : requires_grad_patterns(3, bias ? 0b111 : 0b011, /*with_none=*/false))
+          for (bool through_output : {true, false})
+            compare_double_backward(linear_forward, {d.x, d.w, d.b}, pattern,
+                                    c.str() + " " + pattern_name(pattern, 3) + (through_output ? "" : " sum"),
+                                    through_output);
+      }
+}
+
 // The input is kept when the weight is trainable, as in stock (the kept weight: test_contract).
 TEST(Linear, KeptInputModifiedInPlaceRaisesStockError) {
   auto attempt = [](bool on) {
