@@ -23,9 +23,12 @@
 #   - networks that differ only in a value our nodes keep outside tensors (a threshold, a
 #     pooling stride, a dropout probability) each get their own graph: a graph traced for one
 #     node is never run for another (every value is in compiled autograd's cache key);
+#   - the compiled graph reads every input it lifted (unused_inputs: a graph computing from
+#     an empty tensor instead of a kept mask can pass the comparison by chance);
 #   - stock's errors hold: a second backward raises "backward through the graph a second time",
 #     an in-place change of a tensor a ReLU node's mask stands for raises stock's version error.
 import ctypes
+import operator
 import sys
 
 import torch
@@ -94,12 +97,33 @@ def node_names(t):
     return names
 
 
+def unused_inputs(gm):
+    """The graph inputs compiled autograd lifted (saved tensors, the incoming gradients) that
+    no operation of the graph reads. For our nodes there must be none: a kept mask the graph
+    does not read means a traced backward computed from something else, e.g. an empty
+    tensor whose in-place fill the graph lost (the bug behind Note [Compiled autograd]'s
+    out-of-place unpack in hooks/core/bitmask.cpp). Such a graph can still give stock's bits
+    when the empty tensor reuses a block that held the right values, so comparing gradients
+    alone does not catch it."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    inputs = placeholders[0] if placeholders else None
+    return [n.name for n in gm.graph.nodes
+            if n.op == "call_function" and n.target is operator.getitem and n.args[0] is inputs and not n.users]
+
+
+def compiler(backend, graphs):
+    def compile_graph(gm):
+        graphs.append(gm)
+        return torch.compile(gm, backend=backend, fullgraph=True)
+    return compile_graph
+
+
 def run(net, x, on, backend):
     """Two steps: the forward eager, the backward compiled. Returns the gradients and the
     names of the nodes the forward built."""
     previous = lib.memsave_set_enabled(1 if on else 0)
     params = [p for p in net.parameters() if p.requires_grad]
-    grads, names = [], set()
+    grads, names, graphs = [], set(), []
     try:
         for step in range(2):
             torch.manual_seed(100 + step)  # the same dropout noise on both sides
@@ -110,14 +134,14 @@ def run(net, x, on, backend):
             if backend is None:  # eager backward, for comparison
                 loss.backward()
             else:
-                with enable(lambda gm: torch.compile(gm, backend=backend, fullgraph=True)):
+                with enable(compiler(backend, graphs)):
                     loss.backward()
             grads.append([xi.grad] + [p.grad.clone() for p in params])
             for p in params:
                 p.grad = None
     finally:
         lib.memsave_set_enabled(previous)
-    return grads, names
+    return grads, names, graphs
 
 
 def bitwise(a, b):
@@ -169,8 +193,13 @@ failures = []
 
 
 def check(label, net, x, backend="aot_eager", want=None):
-    stock, stock_names = run(net, x, False, backend)
-    ours, our_names = run(net, x, True, backend)
+    stock, stock_names, _ = run(net, x, False, backend)
+    ours, our_names, graphs = run(net, x, True, backend)
+    if not graphs:
+        failures.append(f"{label}: compiled autograd compiled no graph")
+    for gm in graphs:
+        if unused_inputs(gm):
+            failures.append(f"{label}: the compiled graph does not read its inputs {unused_inputs(gm)}:\n{gm.code}")
     if want is None:
         want = OURS | {DROPOUT[net.native]}
     missing = want - our_names

@@ -387,6 +387,26 @@ at::Tensor BitMask::unpack_bits(const at::Tensor& bits, at::ScalarType dtype, do
   TORCH_INTERNAL_ASSERT(bits.defined() && (tracing_backward() || bits.numel() == (numel_ + 7) / 8),
                         "BitMask: bits do not fit the layout");
   const auto opts = bits.options().dtype(dtype);
+  // The bits as one bool per element, in the mask's memory order, with tensor operations.
+  const auto flags = [&] {
+    return bits.unsqueeze(1).bitwise_and(bit_weights(bits.device())).ne(0).view(-1).narrow(0, 0, numel_);
+  };
+  if (tracing_backward()) {
+    // Note [Compiled autograd] (node.h): in-place writes into a tensor made while tracing
+    // go missing from compiled autograd's graph (its dead-code pass drops them and keeps the
+    // empty tensor: first seen as dropout gradients read from an uninitialised tensor, then
+    // as leaky_relu_backward reading an empty_strided proxy, with the bits unused). So the
+    // traced path returns the values built out of place, in the mask's memory order: the
+    // same sizes and the same order of strides as `out` (dense where `out` is; a layout with
+    // gaps gets its dense counterpart, which orders a TensorIterator's result the same way).
+    std::vector<int64_t> permuted(order_.size()), back(order_.size());
+    for (size_t i = 0; i < order_.size(); i++) {
+      permuted[i] = sizes_[order_[i]];
+      back[order_[i]] = static_cast<int64_t>(i);
+    }
+    const at::Tensor values = at::where(flags(), at::scalar_tensor(set, opts), at::scalar_tensor(unset, opts));
+    return values.view(permuted).permute(back);
+  }
   at::Tensor out = exact_ ? at::empty_strided(sizes_, strides_, opts) : at::empty(sizes_, opts);
   if (dense_ && use_raw_path(out)) {
     const uint8_t* in = bits.data_ptr<uint8_t>();
@@ -401,24 +421,9 @@ at::Tensor BitMask::unpack_bits(const at::Tensor& bits, at::ScalarType dtype, do
       default: break;
     }
   }
-  at::Tensor flags = bits.unsqueeze(1).bitwise_and(bit_weights(bits.device())).ne(0).view(-1).narrow(0, 0, numel_);
-  if (tracing_backward()) {
-    // Note [Compiled autograd] (node.h): the in-place fills of a permuted view below went
-    // missing from the traced graph (first seen as dropout gradients read from an
-    // uninitialised tensor; without this branch tests/test_compiled_autograd.py, built with
-    // the option on, still fails after PlainUnlessTraced), so the traced path builds the
-    // values out of place, in memory order, and copies them into `out`.
-    std::vector<int64_t> permuted(order_.size()), back(order_.size());
-    for (size_t i = 0; i < order_.size(); i++) {
-      permuted[i] = sizes_[order_[i]];
-      back[order_[i]] = static_cast<int64_t>(i);
-    }
-    const at::Tensor values = at::where(flags, at::scalar_tensor(set, opts), at::scalar_tensor(unset, opts));
-    return out.copy_(values.view(permuted).permute(back));
-  }
   at::Tensor view = out.permute(order_);
   view.fill_(unset);
-  view.masked_fill_(flags.view(view.sizes()), set);
+  view.masked_fill_(flags().view(view.sizes()), set);
   return out;
 }
 
