@@ -30,8 +30,10 @@ root=${MEMSAVE_TRIXIE_ROOT:-/var/cache/libmemsave/trixie}
 jobs=${MEMSAVE_TRIXIE_JOBS:-$(nproc)}
 build=${MEMSAVE_TRIXIE_BUILD:-/build}
 case "$build" in /?*) ;; *) echo "trixie.sh: MEMSAVE_TRIXIE_BUILD must be an absolute path inside the chroot" >&2; exit 2 ;; esac
+# file: CPack finds shared objects with it (package.sh); python3-dev, python3-setuptools:
+# torch.compile's inductor builds its C++ kernels with them (test_compiled_autograd --inductor).
 packages=(build-essential cmake libtorch-dev python3-torch python3-torchvision googletest libgtest-dev
-          libunwind-dev pkg-config file)  # file: CPack finds shared objects with it (package.sh)
+          libunwind-dev pkg-config file python3-dev python3-setuptools)
 
 case "$mode" in chroot | test) ;; run) [ $# -gt 1 ] || { echo "usage: $0 run CMD..." >&2; exit 2; } ;;
   *) echo "usage: $0 [chroot|test|run CMD...]" >&2; exit 2 ;; esac
