@@ -67,6 +67,7 @@ class Case:
                 v.copy_(self.buffers[k])
         for p in self.params:
             p.grad = None
+        torch.manual_seed(1)  # the same dropout noise every step, either side (mobilenet_v2's head)
         x = self.x.clone().requires_grad_(self.scenario == "adversarial")
         base = memsave.stats().cpu_current_bytes
         memsave.reset_peak()

@@ -80,7 +80,13 @@ std::vector<at::Tensor> train(bool on, bool check) {
       const int64_t growth = rss_bytes() - rss_after_warmup;
       std::printf("RSS growth over steps %d-%d: %lld bytes (bound %lld)\n", kWarmup, kSteps, (long long)growth,
                   (long long)kRssBound);
+#ifdef __SANITIZE_ADDRESS__
+      // ASan holds freed blocks in its quarantine (256 MiB by default), so RSS grows by design
+      // there; the tensor-byte check below still holds (scripts/sanitize.sh).
+      std::printf("RSS bound not checked under AddressSanitizer\n");
+#else
       EXPECT_LE(growth, kRssBound);
+#endif
       EXPECT_EQ(leaked_steps, 0) << "steps whose tensor bytes did not come back";
     }
     std::vector<at::Tensor> out = net.trainable();
