@@ -9,10 +9,6 @@
 set -u
 memsave=$1 lib=$2 host=$3 trace_host=$4 footprint=$5 demo=$6 src=$7 fake_cuda=$8
 py=/usr/bin/python3
-# Python hosts under the sanitizers run without LeakSanitizer: its tracer crashes at exit there
-# now and then (tests/test_preload.sh says more); ASan and UBSan stay on.
-pyenv=()
-[ -n "${MEMSAVE_TEST_PRELOAD:-}" ] && pyenv=(env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0")
 . "$(dirname "$0")/checks.sh"
 # check NAME PYTHON-EXPR FILE: the expression, over d = the JSON object in FILE, is true.
 check() {
@@ -185,12 +181,12 @@ expect_has "C++ host: text report, families off and unavailable" "$text" "^memsa
 expect_has "C++ host: text report, LibTorch version" "$text" "^memsave:   LibTorch [0-9]"
 expect_has "C++ host: text report, process line" "$text" "^memsave:   process: peak RSS"
 if "$py" -c 'import torch' 2>/dev/null; then
-  "$memsave" run --report "$tmp/py-%p.json" -- "${pyenv[@]}" "$py" "$src/report_python.py" 4 >"$tmp/py.out" 2>"$tmp/py.err"
+  "$memsave" run --report "$tmp/py-%p.json" -- "${pyhost[@]}" "$py" "$src/report_python.py" 4 >"$tmp/py.out" 2>"$tmp/py.err"
   rc=$?
   stats=$(grep '^stats ' "$tmp/py.out")
   expect_eq "Python host: sys.exit status through memsave run" "$rc" "4"
   stats_check "Python host: JSON report at exit agrees with memsave_get_stats" "$stats" "$(ls "$tmp"/py-*.json)"
-  out=$(MEMSAVE_REPORT=stderr LD_PRELOAD=$pre$lib "${pyenv[@]}" "$py" "$src/report_python.py" 2>&1 >/dev/null)
+  out=$(MEMSAVE_REPORT=stderr LD_PRELOAD=$pre$lib "${pyhost[@]}" "$py" "$src/report_python.py" 2>&1 >/dev/null)
   expect_has "Python host: text report on stderr" "$out" "^memsave:   conv  *on  *4 "
 else
   fail "Python host" "/usr/bin/python3 cannot import torch (install python3-torch)"
@@ -210,7 +206,7 @@ out=$("$memsave" ab --trace 2 -- "$trace_host")
 expect_has "ab --trace: call sites of B1" "$out" "call sites of run B1"
 expect_has "ab --trace: the larger first" "$(grep -A3 'call sites of run B1' <<<"$out" | grep frozen_convs | head -1)" "large_frozen_convs"
 if "$py" -c 'import torch' 2>/dev/null; then
-  MEMSAVE_TRACE=3 MEMSAVE_REPORT="$tmp/pytrace-%p.json" LD_PRELOAD=$pre$lib "${pyenv[@]}" "$py" "$src/report_python.py" >/dev/null
+  MEMSAVE_TRACE=3 MEMSAVE_REPORT="$tmp/pytrace-%p.json" LD_PRELOAD=$pre$lib "${pyhost[@]}" "$py" "$src/report_python.py" >/dev/null
   check "trace, Python host: attributed to the operator" "d['trace']['attribution'] == 'operator' and [s['symbol'] for s in d['trace']['sites']] == ['aten::convolution'] and d['trace']['sites'][0]['bytes'] == d['bytes_stock'] - d['bytes_kept']" "$(ls "$tmp"/pytrace-*.json)"
 fi
 

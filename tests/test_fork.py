@@ -71,7 +71,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for name, report in [("no report", None), ("report without %p", "r.json"), ("report with %p", "r-%p.json")]:
             env = dict(os.environ, LD_PRELOAD=":".join(filter(None, [pre, lib])), OMP_NUM_THREADS="1")
-            if pre:  # no LeakSanitizer in a Python host: its tracer crashes there now and then
+            if pre:  # no LeakSanitizer in a Python host (why: $pyhost in tests/checks.sh)
                 env["ASAN_OPTIONS"] = ":".join(filter(None, [env.get("ASAN_OPTIONS"), "detect_leaks=0"]))
             for v in [v for v in env if v.startswith("MEMSAVE") and v != "MEMSAVE_TEST_PRELOAD"]:
                 del env[v]

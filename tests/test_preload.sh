@@ -80,14 +80,8 @@ fi
 
 # Python: LibTorch arrives with `import torch`, through dlopen, after start-up.
 if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
-  # Under the sanitizers (MEMSAVE_TEST_PRELOAD set): no LeakSanitizer in this Python host.
-  # Its tracer crashes at exit now and then ("Tracer caught signal 11"; 1 of 3 clean runs of
-  # scripts/sanitize.sh ci on 2026-12-01 after the unwinder fix, which made it rarer, not
-  # gone; cause not found), and leaks through Python's stacks are suppressed anyway
-  # (tests/sanitize/lsan.supp); ASan and UBSan stay on.
-  nolsan=()
-  [ -n "${MEMSAVE_TEST_PRELOAD:-}" ] && nolsan=(env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0")
-  out=$(LD_PRELOAD=$pre$lib "${nolsan[@]}" /usr/bin/python3 "$src/preload_python.py" 2>&1)
+  # Under the sanitizers without LeakSanitizer ($pyhost, tests/checks.sh).
+  out=$(LD_PRELOAD=$pre$lib "${pyhost[@]}" /usr/bin/python3 "$src/preload_python.py" 2>&1)
   expect_has "python late load" "$out" "python: ok"
 else
   fail "python late load" "/usr/bin/python3 cannot import torch (install python3-torch)"

@@ -35,8 +35,8 @@ using torch::autograd::variable_list;
 //               shape by the engine (at::sum_to, InputMetadata::reduce_grad)
 // in the order of stock's generated nodes: AddmmBackward0 mat1's first, MmBackward0 mat2's
 // first (under double backward this orders the new graph's nodes, hence its sums: the other
-// order gave other NaN payloads), then TBackward0 transposes the weight gradient and the fold's view node reshapes the
-// gradient of an N-D input. "Column-major" is stock's test strides[0] == 1 &&
+// order gave other NaN payloads), then TBackward0 transposes the weight gradient and the
+// fold's view node reshapes the gradient of an N-D input. "Column-major" is stock's test strides[0] == 1 &&
 // strides[1] == sizes[0] on the 2-D operand; conj() is the identity for real dtypes. We do
 // the same, on the same operands with the same strides, so the results are bitwise stock's.
 //
@@ -63,7 +63,7 @@ class MemsaveLinearBackward final : public MemsaveNode<LinearSaved> {
   // `mat1` is the 2-D input of stock's mm/addmm (the input or its folded view), `mat2` is
   // w.t(), both made with autograd (Note [Linear edges]).
   MemsaveLinearBackward(const at::Tensor& mat1, const at::Tensor& mat2, const at::Tensor& bias, bool folded,
-                        bool bias_grad_folded, bool addmm)
+                        bool bias_grad_folded)
       : mat1_(mat2.requires_grad() ? mat1 : at::Tensor(), /*is_output=*/false),
         mat2_(mat1.requires_grad() ? mat2 : at::Tensor(), /*is_output=*/false),
         mat1_geometry_(mat1),
@@ -71,7 +71,7 @@ class MemsaveLinearBackward final : public MemsaveNode<LinearSaved> {
         bias_sizes_(bias.defined() ? bias.sizes().vec() : std::vector<int64_t>()),
         folded_(folded),
         bias_grad_folded_(bias_grad_folded),
-        addmm_(addmm) {}
+        addmm_(bias.defined() && bias_grad_folded) {}
 
   std::string name() const override { return "MemsaveLinearBackward"; }
 
@@ -118,8 +118,8 @@ class MemsaveLinearBackward final : public MemsaveNode<LinearSaved> {
   MatrixGeometry mat2_geometry_;  // w.t()
   std::vector<int64_t> bias_sizes_;
   bool folded_;                   // an N-D input
-  bool bias_grad_folded_;
-  bool addmm_;  // stock's product is addmm (with the bias), not mm
+  bool bias_grad_folded_;         // reduced from the 2-D product (2-D input, or a fold)
+  bool addmm_;                    // stock's product is addmm (with the bias), not mm
 };
 
 // Whether stock reduces the bias gradient from the 2-D product (addmm) rather than from the
@@ -184,8 +184,7 @@ struct Linear : Op<Linear> {
   }
 
   std::shared_ptr<Node> node(const Call&) const {
-    return make_node<Node>(mat1, mat2, bias, input.dim() != 2, input.dim() == 2 || folds_bias(),
-                           bias.defined() && (input.dim() == 2 || folds_bias()));
+    return make_node<Node>(mat1, mat2, bias, input.dim() != 2, input.dim() == 2 || folds_bias());
   }
 
   // Stock keeps the (folded) input when the weight needs a gradient and w.t() when the
