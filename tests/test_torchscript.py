@@ -125,8 +125,8 @@ def eager_graphs(m, x):
     import torch.fx
     programs = {"fx.symbolic_trace": torch.fx.symbolic_trace(m)}
     if hasattr(torch, "export") and hasattr(torch.export, "export"):
-        # Exporting traces with fake tensors: our kernels fall back (Python dispatch) while
-        # it runs; only the steps below are checked.
+        # Exporting traces with fake tensors (our kernels serve that trace on 2.6, Note
+        # [Compile tracing] in hooks/core/rules.h); only the steps below are checked.
         programs["export"] = torch.export.export(m, (x,)).module()
     pools = 2 if torch.__version__.startswith("1.") else 1
     want = {CONV: 2, BATCHNORM: 1, RELU: 2, POOL: pools}

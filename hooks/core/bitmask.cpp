@@ -248,7 +248,7 @@ bool cpu_raw_dtype(at::ScalarType t) {
 
 // Traced (Note [Compiled autograd] in node.h) the tensors are fakes: tensor ops only.
 bool use_raw_path(const at::Tensor& t) {
-  return !g_force_tensor_ops.load(std::memory_order_relaxed) && !tracing_backward() && t.is_cpu() &&
+  return !g_force_tensor_ops.load(std::memory_order_relaxed) && !tracing() && t.is_cpu() &&
          t.is_non_overlapping_and_dense();
 }
 
@@ -384,14 +384,14 @@ BitMask::BitMask(const at::Tensor& t, Test test, double a, double b, bool* saw_n
 
 at::Tensor BitMask::unpack_bits(const at::Tensor& bits, at::ScalarType dtype, double set, double unset) const {
   // Traced, the bits' sizes may be symbolic (Note [Compiled autograd] in node.h).
-  TORCH_INTERNAL_ASSERT(bits.defined() && (tracing_backward() || bits.numel() == (numel_ + 7) / 8),
+  TORCH_INTERNAL_ASSERT(bits.defined() && (tracing() || bits.numel() == (numel_ + 7) / 8),
                         "BitMask: bits do not fit the layout");
   const auto opts = bits.options().dtype(dtype);
   // The bits as one bool per element, in the mask's memory order, with tensor operations.
   const auto flags = [&] {
     return bits.unsqueeze(1).bitwise_and(bit_weights(bits.device())).ne(0).view(-1).narrow(0, 0, numel_);
   };
-  if (tracing_backward()) {
+  if (tracing()) {
     // Note [Compiled autograd] (node.h): in-place writes into a tensor made while tracing
     // go missing from compiled autograd's graph (its dead-code pass drops them and keeps the
     // empty tensor: first seen as dropout gradients read from an uninitialised tensor, then
@@ -429,7 +429,7 @@ at::Tensor BitMask::unpack_bits(const at::Tensor& bits, at::ScalarType dtype, do
 
 bool BitMask::can_unpack_range(const at::Tensor& bits, at::ScalarType dtype) const {
   return dense_ && bits.defined() && bits.is_cpu() && cpu_raw_dtype(dtype) &&
-         !g_force_tensor_ops.load(std::memory_order_relaxed) && !tracing_backward();
+         !g_force_tensor_ops.load(std::memory_order_relaxed) && !tracing();
 }
 
 void BitMask::unpack_range(const at::Tensor& bits, int64_t start, const at::Tensor& out, double set,

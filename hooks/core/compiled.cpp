@@ -76,7 +76,7 @@ variable_list NodeBase::apply_with_saved(const variable_list& inputs, SwapSavedV
   fields(before);
   variable_list out;
   try {
-    TracingBackward tracing;
+    Tracing tracing;
     out = apply(variable_list(inputs));
   } catch (...) {
     fields(after);

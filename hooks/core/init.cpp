@@ -66,6 +66,7 @@ extern "C" __attribute__((visibility("default"))) int memsave_hooks_init(struct 
     cuda_install_snapshot();
     if (!shared->opts.enable) return 0;
     if (shared->opts.trace > 0) trace_init();
+    register_stand_in_op();
     static Registrar registrar;  // constructed once; init is called once by the shim
     for (int f = 0; f < MEMSAVE_FAMILY_COUNT; f++) {
       if (!g_families[f] || !(asked & (1u << f))) continue;

@@ -14,6 +14,7 @@ namespace memsave {
 void set_shared(struct memsave_shared* shared);    // counters.cpp: once, before anything else
 void install_counting_allocator();                   // allocator.cpp
 void cuda_install_snapshot();                        // cuda.cpp
+void register_stand_in_op();                         // standin.cpp: memsave::stand_in (2.6)
 void trace_init();                                   // trace.cpp
 void trace_substituted(const c10::OperatorName& op, uint64_t bytes_not_kept);  // trace.cpp
 

@@ -105,7 +105,8 @@ struct Footprint {
 //      counted as a fallback only inside a TorchScript differentiable graph (rules.h);
 //   3. stock_minimal(): counted passthrough, stock;
 //   4. why = unsupported_keys, unsupported_tensor of each checked() tensor, prepare(): counted
-//      fallback with that reason, stock;
+//      fallback with that reason, stock (under compile tracing, Note [Compile tracing] in
+//      rules.h, these and the rest run inside Tracing);
 //   5. ours: the node, made before the forward as stock's is (sequence numbers), with its
 //      edges from edges() (by default differentiable(), in stock's order); forward() (by
 //      default the operator's own kernel below autograd); keep(); the history of output 0
@@ -203,15 +204,23 @@ void kernel(const c10::OperatorHandle& handle, c10::DispatchKeySet ks, torch::ji
     if (const char* why = op.uncovered()) count_fallback(O::kFamily, why);
     return call.stock(O::kStock);  // an operator we only count
   } else {
-    const char* why = unsupported_keys(ks);
-    for (const at::Tensor& t : op.checked())
+    // Note [Compile tracing] (rules.h): PyTorch's own tracing is served, graph-friendly.
+    const bool traced = python_keys(ks) && compile_tracing();
+    c10::optional<Tracing> tracing_scope;
+    if (traced) tracing_scope.emplace();
+    const char* why = unsupported_keys(ks, traced);
+    for (const at::Tensor& t : op.checked()) {
       if (!why) why = unsupported_tensor(t);
+      if (!why && traced) why = unsupported_traced_tensor(t);
+    }
     if (!why) why = op.prepare(call);
     if (why) {
+      tracing_scope.reset();
       count_fallback(O::kFamily, why);
       return call.stock(O::kStock);
     }
     std::shared_ptr<typename O::Node> node = op.node(call);
+    if (traced) node->set_traced();
     const auto inputs = op.edges();
     node->set_next_edges(torch::autograd::collect_next_edges(at::ArrayRef<at::Tensor>(inputs.data(), inputs.size())));
     op.forward(call, *node);
@@ -219,7 +228,9 @@ void kernel(const c10::OperatorHandle& handle, c10::DispatchKeySet ks, torch::ji
     at::Tensor output = call.output(0);
     if constexpr (O::kInplace) torch::autograd::rebase_history(output, node);
     else torch::autograd::set_history(output, node);
-    count_substituted(O::kFamily, handle.operator_name(), footprint.kept, footprint.stock);
+    // Fakes hold no bytes; the compiled graph keeps what the node keeps (Note [Compile tracing]).
+    count_substituted(O::kFamily, handle.operator_name(), traced ? Bytes{} : footprint.kept,
+                      traced ? Bytes{} : footprint.stock);
   }
 }
 

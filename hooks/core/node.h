@@ -10,6 +10,7 @@
 #include <mutex>
 
 #include "fields.h"
+#include "rules.h"
 #include "shared.h"
 
 // Note [Compiled autograd]: with compiled autograd on (2.x: torch._dynamo.compiled_autograd,
@@ -22,7 +23,7 @@
 // backwards with the same keys run that graph without calling our nodes at all.
 // Each node describes its fields once (fields(), a Fields visitor): compiled_args collects
 // them, apply_with_saved swaps the kept tensors for their fakes around apply(). While tracing
-// (tracing_backward() in rules.h) backward takes its graph-friendly path only: stand-ins from
+// (tracing() in rules.h) backward takes its graph-friendly path only: stand-ins from
 // empty_strided, never a borrowed live input or an untouched mapping (Note [Untouched
 // stand-in]); masks unpacked with tensor ops, never raw memory; no incoming gradient reused,
 // no pieces, no data-dependent checks. The traced graph then computes what our node computes,
@@ -41,19 +42,16 @@
 // convolution_backward for the input gradient, called 12 times on the same arguments, gives
 // NaN at different places in some calls; gradients computed through it differ from run to run
 // whoever calls it, so they are compared with mkldnn off.
-#if !defined(MEMSAVE_WITH_COMPILED_AUTOGRAD) || MEMSAVE_WITH_COMPILED_AUTOGRAD == 2
-#define MEMSAVE_COMPILED_AUTOGRAD (MEMSAVE_TORCH_AT_LEAST(2, 6) && !MEMSAVE_TORCH_AT_LEAST(2, 7))
-#elif MEMSAVE_WITH_COMPILED_AUTOGRAD
-#define MEMSAVE_COMPILED_AUTOGRAD MEMSAVE_TORCH_AT_LEAST(2, 6)
-#else
-#define MEMSAVE_COMPILED_AUTOGRAD 0
-#endif
+// The switch, MEMSAVE_COMPILED_AUTOGRAD, is in shared.h.
 
 namespace memsave {
 
 // What every node of ours has, apart from the type of what it unpacks.
 class NodeBase : public torch::autograd::Node {
  public:
+  // Built under compile tracing (Note [Compile tracing] in rules.h): backward is traced too.
+  void set_traced() { traced_ = true; }
+
 #if MEMSAVE_COMPILED_AUTOGRAD
   // Note [Compiled autograd] (compiled.cpp). Declared in both of the forms LibTorch's Node has
   // had (const from 2.7 on); whichever matches overrides it.
@@ -69,6 +67,8 @@ class NodeBase : public torch::autograd::Node {
   // Raises what apply() would raise before computing anything: backward twice, a version
   // mismatch of a kept tensor.
   virtual void check_unpack() = 0;
+
+  bool traced_ = false;
 };
 
 // `Saved` is what a node's unpack returns: the tensors it kept, unpacked (a tensor, a struct
@@ -89,6 +89,8 @@ class MemsaveNode : public NodeBase {
 
   torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) final {
     std::lock_guard<std::mutex> lock(mutex_);
+    c10::optional<Tracing> tracing_scope;
+    if (traced_) tracing_scope.emplace();
     TORCH_INTERNAL_ASSERT(grads.size() == 1, name(), ": expected 1 gradient, got ", grads.size());
     TORCH_CHECK(!released_, torch::autograd::ERR_BACKWARD_TWICE);
     const Saved saved = unpack();

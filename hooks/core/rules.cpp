@@ -31,11 +31,16 @@ const char* unsupported_tensor(const at::Tensor& t) {
   return nullptr;
 }
 
-const char* unsupported_keys(c10::DispatchKeySet ks) {
+bool python_keys(c10::DispatchKeySet ks) {
+  const c10::DispatchKeySet all = ks | c10::impl::tls_local_dispatch_key_set().included_;
+  return all.has(c10::DispatchKey::Python) || all.has(c10::DispatchKey::PythonTLSSnapshot);
+}
+
+const char* unsupported_keys(c10::DispatchKeySet ks, bool traced) {
   using K = c10::DispatchKey;
   const c10::DispatchKeySet tls_included = c10::impl::tls_local_dispatch_key_set().included_;
   const c10::DispatchKeySet all = ks | tls_included;
-  if (all.has(K::Python) || all.has(K::PythonTLSSnapshot)) return "Python dispatch (subclass, FakeTensor or compile)";
+  if (!traced && python_keys(ks)) return "Python dispatch (subclass, mode, or tracing not served)";
   if (all.has(K::FuncTorchDynamicLayerBackMode) || all.has(K::FuncTorchDynamicLayerFrontMode) ||
       all.has(K::FuncTorchGradWrapper) || all.has(K::FuncTorchBatched))
     return "functorch transform";
@@ -63,7 +68,7 @@ bool in_autodiff_graph() {
 
 bool gradient_is_reusable(const at::Tensor& grad) {
   // Nothing records what we do: no create_graph, not traced, a plain dense tensor.
-  if (at::GradMode::is_enabled() || tracing_backward() || !grad.defined() || grad.layout() != c10::kStrided || grad.requires_grad() ||
+  if (at::GradMode::is_enabled() || tracing() || !grad.defined() || grad.layout() != c10::kStrided || grad.requires_grad() ||
       grad.is_conj() || grad.is_neg() || grad._is_zerotensor() || !grad.is_non_overlapping_and_dense())
     return false;
   // Nobody else can see its memory: not a view, the only reference to it and to its storage,

@@ -24,7 +24,8 @@ namespace memsave {
 //     or no differentiable argument requires grad  (not counted: stock builds nothing);
 //   - stock already keeps the minimum for this requires_grad pattern (counted as passthrough);
 //   - the call is one we do not handle: forward-mode AD, functorch or Python-dispatch keys
-//     (torch.func, torch.compile, __torch_dispatch__ subclasses), non-strided layouts,
+//     (torch.func, __torch_dispatch__ subclasses and modes; compile tracing is served: Note
+//     [Compile tracing]), non-strided layouts,
 //     mkldnn, quantized, nested, complex or unknown dtypes, or a case the family names
 //     (counted as a fallback, with the reason kept for the report);
 //   - the call runs inside the forward of a TorchScript differentiable graph (Note
@@ -43,8 +44,33 @@ namespace memsave {
 
 // Why `t` cannot take our path, or nullptr. Undefined tensors are fine.
 const char* unsupported_tensor(const at::Tensor& t);
-// Why the current dispatch state cannot take our path, or nullptr.
-const char* unsupported_keys(c10::DispatchKeySet ks);
+// Whether the call has the Python dispatch keys (on its tensors or in the thread's state).
+bool python_keys(c10::DispatchKeySet ks);
+// Why the current dispatch state cannot take our path, or nullptr; `traced`: the Python keys
+// are compile tracing's (Note [Compile tracing]), which we serve.
+const char* unsupported_keys(c10::DispatchKeySet ks, bool traced);
+
+// Note [Compile tracing]: torch.compile's AOTAutograd (and make_fx) runs the program once with
+// fake tensors wrapped in FunctionalTensors, through the dispatcher, and records every ATen
+// call into a joint forward-backward graph; its partitioner then saves for backward exactly
+// the forward values the backward part reads. Our kernels serve that trace (2.6, compile.cpp):
+// the node is built as in eager, its forward below autograd is recorded as stock's would be,
+// and, inside Tracing, every piece is graph-friendly (Note [Compiled autograd] in node.h): masks
+// packed and unpacked with tensor operations, stand-ins from empty_strided, no raw memory, no
+// data-dependent check, no pieces, no borrowed live input. The node remembers it was traced
+// and takes the same path in backward, which the trace records too. So the compiled backward
+// reads what our node keeps (bits, offsets, statistics) and the partitioner saves only that.
+// Served: calls with the Python keys while one of PyTorch's own tracing modes is set (fake,
+// proxy, functional) and no mode of the user's, on tensors that are FakeTensors,
+// FunctionalTensors or plain, with static sizes. Everything else with the Python keys is a
+// counted fallback: a user's __torch_dispatch__ mode or tensor subclass (which could not take
+// a plain stand-in), symbolic sizes (dynamic shapes), and what a family names (hardtanh on CPU,
+// whose NaN check reads values; dropout, whose traced random stream we do not reproduce).
+// A traced call counts as substituted with no bytes (fakes hold none): the compiled graph
+// runs later without our kernels, once per compilation, not once per step.
+bool compile_tracing();
+// Why a tensor of a traced call cannot take our path, or nullptr.
+const char* unsupported_traced_tensor(const at::Tensor& t);
 
 // Note [Uncovered route] (kernel.h): "route not covered: aten::NAME", one string per operator
 // for the life of the process (the shim keeps the pointer).
@@ -54,16 +80,17 @@ const char* uncovered_reason(const c10::OperatorName& op);
 bool in_autodiff_graph();
 constexpr const char* kAutodiffGraph = "TorchScript differentiable graph (its own backward keeps the inputs)";
 
-// Note [Compiled autograd] (node.h): true while compiled autograd traces one of our nodes'
-// backward with fake tensors; backward then takes its graph-friendly path only.
-bool tracing_backward();
-// Sets it for one scope (compiled.cpp, around a traced apply()).
-class TracingBackward {
+// Note [Compiled autograd] (node.h), Note [Compile tracing]: true while compiled autograd
+// traces one of our nodes' backward, or while AOTAutograd traces a forward we serve or the
+// backward of a node built then; every piece then takes its graph-friendly path.
+bool tracing();
+// Sets it for one scope (kernel.h, node.h, compiled.cpp).
+class Tracing {
  public:
-  TracingBackward();
-  ~TracingBackward();
-  TracingBackward(const TracingBackward&) = delete;
-  TracingBackward& operator=(const TracingBackward&) = delete;
+  Tracing();
+  ~Tracing();
+  Tracing(const Tracing&) = delete;
+  Tracing& operator=(const Tracing&) = delete;
 
  private:
   bool previous_;
@@ -75,7 +102,7 @@ class TracingBackward {
 class PlainUnlessTraced {
  public:
   PlainUnlessTraced() {
-    if (!tracing_backward()) guard_.emplace();
+    if (!tracing()) guard_.emplace();
   }
 
  private:

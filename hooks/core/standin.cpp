@@ -2,11 +2,18 @@
 // standin.cpp: Note [Untouched stand-in] and Note [Live stand-in] (standin.h).
 #include "standin.h"
 
+#include "internal.h"
 #include "rules.h"
+#include "shared.h"
 
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/empty_strided.h>
+#include <torch/library.h>
 
 #include <sys/mman.h>
+
+#include <atomic>
 
 namespace memsave {
 namespace {
@@ -22,12 +29,63 @@ void unmap(void* ctx) {
   delete m;
 }
 
+// The mapping of Note [Untouched stand-in], or an undefined tensor.
+at::Tensor mapped_strided(at::IntArrayRef sizes, at::IntArrayRef strides, const at::TensorOptions& options);
+
+#if MEMSAVE_COMPILE_TRACING
+// memsave::stand_in's kernel, on BackendSelect (it has no tensor argument): meta tensors for
+// tracing (FakeTensorMode and inductor call it with device=meta), the mapping otherwise.
+at::Tensor stand_in_kernel(at::IntArrayRef sizes, at::IntArrayRef strides, at::ScalarType dtype, at::Device device) {
+  const at::TensorOptions options = at::TensorOptions().dtype(dtype).device(device);
+  if (!device.is_meta())
+    if (at::Tensor t = mapped_strided(sizes, strides, options); t.defined()) return t;
+  return at::empty_strided(sizes, strides, options);
+}
+
+// memsave::stand_in_like's kernel (CompositeExplicitAutograd: CPU, CUDA, meta).
+at::Tensor stand_in_like_kernel(const at::Tensor& like, at::IntArrayRef like_strides, at::IntArrayRef sizes,
+                                at::IntArrayRef strides, at::ScalarType dtype) {
+  const at::TensorOptions options = at::TensorOptions().dtype(dtype).device(like.device());
+  std::vector<int64_t> st = strides.vec();
+  if (like.strides() != like_strides && like.dim() == static_cast<int64_t>(sizes.size()))
+    st = at::empty(sizes, options.device(at::kMeta), like.suggest_memory_format()).strides().vec();
+  if (!like.is_meta())
+    if (at::Tensor t = mapped_strided(sizes, st, options); t.defined()) return t;
+  return at::empty_strided(sizes, st, options);
+}
+
+using StandInFn = at::Tensor(at::IntArrayRef, at::IntArrayRef, at::ScalarType, at::Device);
+using StandInLikeFn = at::Tensor(const at::Tensor&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, at::ScalarType);
+std::atomic<bool> g_stand_in_op{false};
+#endif
+
 }  // namespace
 
-at::Tensor untouched_strided(at::IntArrayRef sizes, at::IntArrayRef strides, const at::TensorOptions& options) {
+#if MEMSAVE_COMPILE_TRACING
+void register_stand_in_op() {
+  // Never destroyed, as the Registrar's libraries (init.cpp).
+  auto* def = new torch::Library(torch::Library::DEF, "memsave", c10::nullopt, __FILE__, __LINE__);
+  def->def("stand_in(int[] size, int[] stride, *, ScalarType dtype, Device device) -> Tensor");
+  auto* impl = new torch::Library(torch::Library::IMPL, "memsave", c10::DispatchKey::BackendSelect, __FILE__, __LINE__);
+  impl->impl("stand_in", TORCH_FN(stand_in_kernel));
+  // flexible_layout: inductor passes the weight as its layout optimisation left it (its
+  // default for operators of ours is to restore the traced strides with a copy).
+  def->def("stand_in_like(Tensor like, int[] like_stride, int[] size, int[] stride, ScalarType dtype) -> Tensor",
+           {at::Tag::flexible_layout});
+  def->impl("stand_in_like", c10::DispatchKey::CompositeExplicitAutograd, TORCH_FN(stand_in_like_kernel));
+  // No gradient flows through a stand-in: autograd passes the call through, recording nothing.
+  def->impl("stand_in_like", c10::DispatchKey::Autograd, torch::CppFunction::makeFallthrough());
+  g_stand_in_op.store(true);
+}
+#else
+void register_stand_in_op() {}
+#endif
+
+namespace {
+
+at::Tensor mapped_strided(at::IntArrayRef sizes, at::IntArrayRef strides, const at::TensorOptions& options) {
   constexpr size_t kMinBytes = size_t{1} << 20;
-  // Note [Compiled autograd] (node.h): traced, the stand-in is an empty_strided node.
-  if (!tracing_backward() && options.device().is_cpu() && options.layout() == at::kStrided && sizes.size() == strides.size()) {
+  if (options.device().is_cpu() && options.layout() == at::kStrided && sizes.size() == strides.size()) {
     const size_t item = options.dtype().itemsize();
     size_t bytes = item;  // the storage extent of the geometry
     bool usable = item > 0;
@@ -48,11 +106,41 @@ at::Tensor untouched_strided(at::IntArrayRef sizes, at::IntArrayRef strides, con
       }
     }
   }
+  return {};
+}
+
+}  // namespace
+
+at::Tensor untouched_strided(at::IntArrayRef sizes, at::IntArrayRef strides, const at::TensorOptions& options) {
+  if (tracing()) {
+#if MEMSAVE_COMPILE_TRACING
+    // Note [Traced stand-in] (standin.h): one memsave::stand_in node in the traced graph.
+    if (g_stand_in_op.load()) {
+      static const auto op =
+          c10::Dispatcher::singleton().findSchemaOrThrow("memsave::stand_in", "").typed<StandInFn>();
+      return op.call(sizes, strides, options.dtype().toScalarType(), options.device());
+    }
+#endif
+    return at::empty_strided(sizes, strides, options);
+  }
+  if (at::Tensor t = mapped_strided(sizes, strides, options); t.defined()) return t;
   return at::empty_strided(sizes, strides, options);
 }
 
+at::Tensor Geometry::stand_in_like(const at::Tensor& like, at::IntArrayRef like_strides) const {
+  if (!tracing()) return stand_in();
+#if MEMSAVE_COMPILE_TRACING
+  if (g_stand_in_op.load()) {
+    static const auto op =
+        c10::Dispatcher::singleton().findSchemaOrThrow("memsave::stand_in_like", "").typed<StandInLikeFn>();
+    return op.call(like, like_strides, sizes, strides, options.dtype().toScalarType());
+  }
+#endif
+  return empty_strided();
+}
+
 at::Tensor Geometry::stand_in() const {
-  if (tracing_backward()) return empty_strided();  // never the real input in a traced graph
+  if (tracing()) return empty_strided();  // never the real input in a traced graph
   at::Tensor t(live.lock());
   if (t.defined() && t.sizes().equals(sizes) && t.strides().equals(strides) && t.dtype() == options.dtype() &&
       t.device() == options.device() && t.layout() == c10::kStrided)

@@ -18,6 +18,21 @@ namespace memsave {
 // input) becomes ordinary private memory. Its bytes do not pass through the CPU allocator,
 // so they are not in the tensor-byte counts, as they are not in RSS. Small stand-ins (under
 // 1 MiB), other devices and a failed mmap take at::empty_strided.
+// Note [Traced stand-in]: traced (Note [Compile tracing] in rules.h, Note [Compiled autograd]
+// in node.h), the stand-in is one node of the graph, memsave::stand_in(size, stride, dtype,
+// device), an operator of ours (2.6; registered with the families): its kernel maps as above
+// when the compiled graph runs, and makes a meta tensor for FakeTensorMode and inductor, which
+// call it with device=meta. An empty_strided node would allocate the whole input for real
+// in every compiled backward (inductor merges equal ones, which helps little).
+// A convolution's stand-in is memsave::stand_in_like(weight, weight's strides when traced,
+// ...): inductor's layout optimisation turns the convolutions it compiles channels-last after
+// tracing, weights included, so stock's saved input reaches the compiled backward
+// channels-last; a stand-in still contiguous made convolution_backward convert it, the
+// gradient and its result (three activations more than stock in the backward's peak). So
+// when the weight's strides are no longer those it had when traced (a compiler changed its
+// layout; inductor reruns the operator's meta kernel on its own layouts), the stand-in
+// takes the weight's memory format; otherwise (aot_eager, eager-equivalent graphs) the
+// recorded strides, as stock's input has them.
 at::Tensor untouched_strided(at::IntArrayRef sizes, at::IntArrayRef strides, const at::TensorOptions& options);
 
 // Geometry of a tensor we do not keep: enough to build a stand-in with the same sizes,
@@ -40,6 +55,10 @@ struct Geometry {
   // The tensor itself (detached) if it is still alive with the same geometry, otherwise an
   // uninitialised tensor with the recorded geometry.
   at::Tensor stand_in() const;
+  // stand_in(), or traced, memsave::stand_in_like (Note [Traced stand-in]): `like` is a tensor
+  // of the same call that backward has (a convolution's weight), `like_strides` its strides
+  // when the node was built.
+  at::Tensor stand_in_like(const at::Tensor& like, at::IntArrayRef like_strides) const;
 };
 
 }  // namespace memsave

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// tracing.cpp: tracing_backward() (rules.h; Note [Compiled autograd] in node.h), alone so that
+// tracing.cpp: tracing() (rules.h; Note [Compiled autograd] in node.h), alone so that
 // the programs that compile bitmask.cpp or pool_windows.cpp by themselves link it too.
 #include "rules.h"
 
@@ -10,9 +10,9 @@ thread_local bool t_tracing = false;
 
 }  // namespace
 
-bool tracing_backward() { return t_tracing; }
+bool tracing() { return t_tracing; }
 
-TracingBackward::TracingBackward() : previous_(t_tracing) { t_tracing = true; }
-TracingBackward::~TracingBackward() { t_tracing = previous_; }
+Tracing::Tracing() : previous_(t_tracing) { t_tracing = true; }
+Tracing::~Tracing() { t_tracing = previous_; }
 
 }  // namespace memsave

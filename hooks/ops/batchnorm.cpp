@@ -126,16 +126,19 @@ class MemsaveBatchNormBackward final : public MemsaveNode<BatchNormSaved> {
 
   // Note [Batch norm stand-in].
   at::Tensor stand_in(const at::Tensor& grad) const {
-    // Traced, the gradient's sizes may be symbolic (Note [Compiled autograd] in core/node.h).
-    if (!at::GradMode::is_enabled() && !tracing_backward() && has_input_geometry(grad)) return grad;
-    return input_.empty_strided();
+    // Traced, the gradient's sizes may be symbolic (Note [Compiled autograd] in core/node.h);
+    // when they are not, the gradient serves in the graph as it does in eager, and a compiler
+    // that changes its layout changes the stand-in's with it (Note [Traced stand-in]).
+    const bool symbolic = grad.unsafeGetTensorImpl()->has_symbolic_sizes_strides();
+    if (!at::GradMode::is_enabled() && !symbolic && has_input_geometry(grad)) return grad;
+    return symbolic ? input_.empty_strided() : input_.stand_in_like(grad, grad.strides());
   }
 
   // Note [Batch norm eval in pieces].
   static constexpr int64_t kPieceBytes = int64_t{1} << 20;
 
   bool in_pieces(const at::Tensor& grad, const std::array<bool, 3>& mask) const {
-    if (training_ || !mask[0] || mask[1] || mask[2] || tracing_backward() || !grad.is_cpu() || grad.dim() < 2 || !grad.is_contiguous() ||
+    if (training_ || !mask[0] || mask[1] || mask[2] || tracing() || !grad.is_cpu() || grad.dim() < 2 || !grad.is_contiguous() ||
         !has_input_geometry(grad) || !gradient_is_reusable(grad))
       return false;
     return samples_per_piece(grad) < grad.size(0);  // two pieces at least

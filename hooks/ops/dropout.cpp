@@ -135,7 +135,11 @@ class MemsaveNativeDropoutBackward final : public MemsaveNode<at::Tensor> {
 template <class O>
 struct DropoutOp : OneInput<O, F> {
   using OneInput<O, F>::OneInput;
-  const char* prepare(const Call& c) const { return this->unnamed_with_int_lists(c); }
+  // Note [Compile tracing] (core/rules.h): a traced random stream is the compiler's business.
+  const char* prepare(const Call& c) const {
+    if (tracing()) return "compile tracing: dropout (random numbers drawn by the compiled graph)";
+    return this->unnamed_with_int_lists(c);
+  }
 };
 
 // dropout(input, p, train) and dropout_(self, p, train): composites reproduced op for op.

@@ -51,11 +51,16 @@ class PoolBackward : public MemsaveNode<Saved> {
       : input_(input),
         expand_stand_in_(input.is_contiguous() && input.suggest_memory_format() == at::MemoryFormat::Contiguous) {}
 
-  at::Tensor stand_in() const {
+  at::Tensor stand_in(const at::Tensor& grad) const {
     at::Tensor s;
     {
       PlainUnlessTraced guard;  // a plain tensor, not a tracked view
-      s = expand_stand_in_ ? at::empty({}, input_.options).expand(input_.sizes) : input_.empty_strided();
+      // Traced with static sizes, one that follows the gradient's layout if a compiler
+      // changes it (Note [Traced stand-in] in core/standin.h).
+      if (tracing() && !grad.unsafeGetTensorImpl()->has_symbolic_sizes_strides())
+        s = input_.stand_in_like(grad, grad.strides());
+      else
+        s = expand_stand_in_ ? at::empty({}, input_.options).expand(input_.sizes) : input_.empty_strided();
     }
     if (at::GradMode::is_enabled()) torch::autograd::impl::set_gradient_edge(s, this->next_edge(0));
     return s;
@@ -142,9 +147,9 @@ class MemsaveMaxPoolBackward final : public PoolBackward<at::Tensor> {
     } else {
       indices = argmax;
     }
-    out[0] = n == 2 ? at::max_pool2d_with_indices_backward(grad, stand_in(), kernel_, stride_, padding_, dilation_,
+    out[0] = n == 2 ? at::max_pool2d_with_indices_backward(grad, stand_in(grad), kernel_, stride_, padding_, dilation_,
                                                            ceil_mode_, indices)
-                    : at::max_pool3d_with_indices_backward(grad, stand_in(), kernel_, stride_, padding_, dilation_,
+                    : at::max_pool3d_with_indices_backward(grad, stand_in(grad), kernel_, stride_, padding_, dilation_,
                                                            ceil_mode_, indices);
   }
 
@@ -185,9 +190,9 @@ class MemsaveAvgPoolBackward final : public PoolBackward<Nothing> {
   }
 
   void backward(const at::Tensor& grad, const Nothing&, variable_list& out) override {
-    out[0] = dims_ == 2 ? at::avg_pool2d_backward(grad, stand_in(), kernel_, stride_, padding_, ceil_mode_,
+    out[0] = dims_ == 2 ? at::avg_pool2d_backward(grad, stand_in(grad), kernel_, stride_, padding_, ceil_mode_,
                                                   count_include_pad_, divisor_override_)
-                        : at::avg_pool3d_backward(grad, stand_in(), kernel_, stride_, padding_, ceil_mode_,
+                        : at::avg_pool3d_backward(grad, stand_in(grad), kernel_, stride_, padding_, ceil_mode_,
                                                   count_include_pad_, divisor_override_);
   }
 
@@ -213,8 +218,8 @@ class MemsaveAdaptiveAvgPoolBackward final : public PoolBackward<Nothing> {
   }
 
   void backward(const at::Tensor& grad, const Nothing&, variable_list& out) override {
-    out[0] = dims_ == 2 ? at::_adaptive_avg_pool2d_backward(grad, stand_in())
-                        : at::_adaptive_avg_pool3d_backward(grad, stand_in());
+    out[0] = dims_ == 2 ? at::_adaptive_avg_pool2d_backward(grad, stand_in(grad))
+                        : at::_adaptive_avg_pool3d_backward(grad, stand_in(grad));
   }
 
   int dims_;

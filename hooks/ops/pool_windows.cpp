@@ -47,12 +47,14 @@ at::ScalarType Windows::offset_dtype() const {
 }
 
 at::Tensor Windows::offsets_in_pieces(const at::Tensor& indices, at::IntArrayRef in) const {
+  // Note [Compile tracing] (core/rules.h): traced, the whole tensor, out of place.
+  if (tracing()) return offsets(indices, in);
   return in_pieces(indices, offset_dtype(), [&](const at::Tensor& piece) { return offsets(piece, in); });
 }
 
 at::Tensor Windows::indices_in_pieces(const at::Tensor& offsets, at::IntArrayRef in, at::IntArrayRef out) const {
   // Note [Compiled autograd] (core/node.h): traced, the whole tensor, whose sizes may be symbolic.
-  if (tracing_backward()) return indices(offsets, in, out);
+  if (tracing()) return indices(offsets, in, out);
   return in_pieces(offsets, at::kLong, [&](const at::Tensor& piece) { return indices(piece, in, out); });
 }
 
@@ -116,7 +118,7 @@ at::Tensor Windows::indices(const at::Tensor& offsets, at::IntArrayRef in, at::I
   if (last != 1) k.mul_(last);
   index = index.defined() ? index.add_(k) : k;
   index.add_(start_sum(out, offsets.device(), P));
-  if (!tracing_backward() && index.numel() > 0) {  // a fake tensor has no values to check
+  if (!tracing() && index.numel() > 0) {  // a fake tensor has no values to check
     auto range = at::aminmax(index);
     const int64_t lo = std::get<0>(range).item<int64_t>(), hi = std::get<1>(range).item<int64_t>();
     const int64_t plane = P[0] * in[0];

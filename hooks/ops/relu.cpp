@@ -130,6 +130,8 @@ const char* make_mask(Activation op, const at::Tensor& t, const Params& params, 
   const at::ScalarType dtype = t.scalar_type();
   // Note [NaN in hardtanh on CPU]
   const bool check_nan = op == Activation::kHardtanh && t.is_cpu();
+  // Note [Compile tracing] in core/rules.h: fakes have no values to check.
+  if (check_nan && tracing()) return "compile tracing: hardtanh on CPU (its NaN check reads values)";
   bool saw_nan = false;
   if (bound_is_exact(p.a, dtype) && bound_is_exact(p.b, dtype)) {
     *mask = BitMask(t, test_of(op), p.a.toDouble(), p.b.toDouble(), check_nan ? &saw_nan : nullptr);
