@@ -4,6 +4,10 @@
 #include "bitmask.h"
 
 #include "rules.h"
+#include "shared.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
 
 #include <ATen/Parallel.h>
 #include <ATen/ops/arange.h>
@@ -274,7 +278,48 @@ at::Tensor bit_weights(const at::Device& device) {
   return at::bitwise_left_shift(at::ones({8}, opts), at::arange(8, opts));
 }
 
+// The mask's flags, one bool per element, in the mask's memory order (Note [Mask layout]).
+at::Tensor flags_in_order(const at::Tensor& bits, at::IntArrayRef sizes, at::IntArrayRef order, int64_t numel) {
+  std::vector<int64_t> permuted(order.size()), back(order.size());
+  for (size_t i = 0; i < order.size(); i++) {
+    permuted[i] = sizes[order[i]];
+    back[order[i]] = static_cast<int64_t>(i);
+  }
+  return bits.unsqueeze(1).bitwise_and(bit_weights(bits.device())).ne(0).view(-1).narrow(0, 0, numel)
+      .view(permuted).permute(back);
+}
+
+#if MEMSAVE_COMPILE_TRACING
+// memsave::mask_flags (Note [Traced mask] in bitmask.h), CompositeExplicitAutograd: CPU, CUDA
+// and meta alike.
+at::Tensor mask_flags_kernel(const at::Tensor& bits, const at::Tensor& like, at::IntArrayRef like_strides,
+                             at::IntArrayRef sizes, at::IntArrayRef order, int64_t numel) {
+  at::Tensor flags = flags_in_order(bits, sizes, order, numel);
+  if (like.strides() != like_strides && like.sizes() == sizes) return flags.contiguous(like.suggest_memory_format());
+  return flags;
+}
+
+using MaskFlagsFn = at::Tensor(const at::Tensor&, const at::Tensor&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef,
+                               int64_t);
+std::atomic<bool> g_mask_flags_op{false};
+#endif
+
 }  // namespace
+
+#if MEMSAVE_COMPILE_TRACING
+void register_mask_flags_op() {
+  // Never destroyed, as the Registrar's libraries (init.cpp); flexible_layout as for
+  // memsave::stand_in_like (core/standin.cpp).
+  auto* lib = new torch::Library(torch::Library::FRAGMENT, "memsave", c10::nullopt, __FILE__, __LINE__);
+  lib->def("mask_flags(Tensor bits, Tensor like, int[] like_stride, int[] size, int[] order, int numel) -> Tensor",
+           {at::Tag::flexible_layout});
+  lib->impl("mask_flags", c10::DispatchKey::CompositeExplicitAutograd, TORCH_FN(mask_flags_kernel));
+  lib->impl("mask_flags", c10::DispatchKey::Autograd, torch::CppFunction::makeFallthrough());
+  g_mask_flags_op.store(true);
+}
+#else
+void register_mask_flags_op() {}
+#endif
 
 bool BitMask::keeps_strides(const at::Tensor& t) { return no_overlap(t); }
 
@@ -382,7 +427,8 @@ BitMask::BitMask(const at::Tensor& t, Test test, double a, double b, bool* saw_n
   if (saw_nan) *saw_nan = at::isnan(t).any().item<bool>();
 }
 
-at::Tensor BitMask::unpack_bits(const at::Tensor& bits, at::ScalarType dtype, double set, double unset) const {
+at::Tensor BitMask::unpack_bits(const at::Tensor& bits, at::ScalarType dtype, double set, double unset,
+                                const at::Tensor& like) const {
   // Traced, the bits' sizes may be symbolic (Note [Compiled autograd] in node.h).
   TORCH_INTERNAL_ASSERT(bits.defined() && (tracing() || bits.numel() == (numel_ + 7) / 8),
                         "BitMask: bits do not fit the layout");
@@ -399,13 +445,20 @@ at::Tensor BitMask::unpack_bits(const at::Tensor& bits, at::ScalarType dtype, do
     // traced path returns the values built out of place, in the mask's memory order: the
     // same sizes and the same order of strides as `out` (dense where `out` is; a layout with
     // gaps gets its dense counterpart, which orders a TensorIterator's result the same way).
-    std::vector<int64_t> permuted(order_.size()), back(order_.size());
-    for (size_t i = 0; i < order_.size(); i++) {
-      permuted[i] = sizes_[order_[i]];
-      back[order_[i]] = static_cast<int64_t>(i);
+    // Note [Traced mask] (bitmask.h): with `like`, the flags come from memsave::mask_flags.
+    at::Tensor in_order;
+#if MEMSAVE_COMPILE_TRACING
+    // Not with symbolic sizes (compiled autograd lifts the bits with dynamic sizes): the
+    // operator's kernel runs on concrete ones only.
+    if (like.defined() && g_mask_flags_op.load() && !like.unsafeGetTensorImpl()->has_symbolic_sizes_strides() &&
+        !bits.unsafeGetTensorImpl()->has_symbolic_sizes_strides()) {
+      static const auto op =
+          c10::Dispatcher::singleton().findSchemaOrThrow("memsave::mask_flags", "").typed<MaskFlagsFn>();
+      in_order = op.call(bits, like, like.strides(), sizes_, order_, numel_);
     }
-    const at::Tensor values = at::where(flags(), at::scalar_tensor(set, opts), at::scalar_tensor(unset, opts));
-    return values.view(permuted).permute(back);
+#endif
+    if (!in_order.defined()) in_order = flags_in_order(bits, sizes_, order_, numel_);
+    return at::where(in_order, at::scalar_tensor(set, opts), at::scalar_tensor(unset, opts));
   }
   at::Tensor out = exact_ ? at::empty_strided(sizes_, strides_, opts) : at::empty(sizes_, opts);
   if (dense_ && use_raw_path(out)) {

@@ -24,6 +24,9 @@ namespace memsave {
 // vectorisable loop over raw memory, split with at::parallel_for. Everything else (CUDA, other
 // layouts and dtypes) takes a path built from tensor ops, which runs on every device and
 // gives the same bits.
+// memsave::mask_flags (Note [Traced mask]); memsave_hooks_init registers it (2.6).
+void register_mask_flags_op();
+
 class BitMask {
  public:
   // What the fused constructor tests, comparing in the tensor's own dtype (bounds converted
@@ -55,7 +58,19 @@ class BitMask {
   // "backward through the graph a second time" error apply to them: take_bits() hands the
   // bytes over and leaves the layout, and unpack_bits() unpacks bytes with this layout.
   at::Tensor take_bits() { return std::move(bits_); }
-  at::Tensor unpack_bits(const at::Tensor& bits, at::ScalarType dtype, double set, double unset) const;
+  // Note [Traced mask]: traced (Note [Compiled autograd] in node.h, Note [Compile tracing] in
+  // rules.h) the values are built out of place, from one bool per element in the mask's
+  // memory order. A compiler may change layouts after tracing (inductor turns convolutions
+  // and their neighbours channels-last); values in the traced order then gave stock's
+  // kernel a proxy in another layout than stock's tensor, whose result, in the proxy's
+  // layout, cost a conversion at the next convolution. So given `like` (a tensor of the
+  // mask's sizes that backward has: the incoming gradient), the flags come from our
+  // operator memsave::mask_flags(bits, like, like's strides when traced, ...), which keeps
+  // the traced order while `like` keeps its traced strides (aot_eager: stock's layout) and
+  // takes `like`'s memory format when a compiler changed it (inductor reruns its meta
+  // kernel on its own layouts). Registered with the families (2.6).
+  at::Tensor unpack_bits(const at::Tensor& bits, at::ScalarType dtype, double set, double unset,
+                         const at::Tensor& like = {}) const;
 
   // Whether unpack_range can serve: a dense mask (raw storage order) on the CPU.
   bool can_unpack_range(const at::Tensor& bits, at::ScalarType dtype) const;

@@ -7,6 +7,7 @@
 #include <string>
 #include <exception>
 
+#include "bitmask.h"
 #include "internal.h"
 #include "kernel.h"
 
@@ -67,6 +68,7 @@ extern "C" __attribute__((visibility("default"))) int memsave_hooks_init(struct 
     if (!shared->opts.enable) return 0;
     if (shared->opts.trace > 0) trace_init();
     register_stand_in_op();
+    register_mask_flags_op();
     static Registrar registrar;  // constructed once; init is called once by the shim
     for (int f = 0; f < MEMSAVE_FAMILY_COUNT; f++) {
       if (!g_families[f] || !(asked & (1u << f))) continue;

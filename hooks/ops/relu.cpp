@@ -203,11 +203,11 @@ class MemsaveReluFamilyBackward final : public MemsaveNode<at::Tensor> {
     f.real(unset_);
   }
   void backward(const at::Tensor& grad, const at::Tensor& bits, variable_list& out) override {
-    out[0] = can_chunk(grad, bits) ? backward_in_chunks(grad, bits) : backward(grad, proxy(bits));
+    out[0] = can_chunk(grad, bits) ? backward_in_chunks(grad, bits) : backward(grad, proxy(bits, grad));
   }
 
   void check_version() const;
-  at::Tensor proxy(const at::Tensor& bits);
+  at::Tensor proxy(const at::Tensor& bits, const at::Tensor& grad);
   at::Tensor backward(const at::Tensor& grad, const at::Tensor& proxy) const;
   // Note [Backward in chunks].
   static constexpr int64_t kChunk = int64_t{1} << 16;
@@ -250,8 +250,9 @@ void MemsaveReluFamilyBackward::check_version() const {
 // stock keeps (this node for an output; the input's edge, which stock's clone also leads
 // to, otherwise), so that the double-backward graph has stock's shape: the zero gradient
 // that threshold_backward & co. send to their `self` reaches the same node.
-at::Tensor MemsaveReluFamilyBackward::proxy(const at::Tensor& bits) {
-  at::Tensor p = mask_.unpack_bits(bits, options_.dtype().toScalarType(), set_, unset_);
+at::Tensor MemsaveReluFamilyBackward::proxy(const at::Tensor& bits, const at::Tensor& grad) {
+  // Traced, in the gradient's layout if a compiler changes it (Note [Traced mask] in core/bitmask.h).
+  at::Tensor p = mask_.unpack_bits(bits, options_.dtype().toScalarType(), set_, unset_, grad);
   if (!at::GradMode::is_enabled()) return p;
   Edge edge = kept_ == Kept::kOutput ? Edge(shared_from_this(), 0) : next_edge(0);
   return torch::autograd::make_variable(p, std::move(edge));
