@@ -68,7 +68,7 @@ void register_stand_in_op() {
   def->def("stand_in(int[] size, int[] stride, *, ScalarType dtype, Device device) -> Tensor");
   auto* impl = new torch::Library(torch::Library::IMPL, "memsave", c10::DispatchKey::BackendSelect, __FILE__, __LINE__);
   impl->impl("stand_in", TORCH_FN(stand_in_kernel));
-  // flexible_layout: inductor passes the weight as its layout optimisation left it (its
+  // flexible_layout: inductor passes the gradient as its layout optimisation left it (its
   // default for operators of ours is to restore the traced strides with a copy).
   def->def("stand_in_like(Tensor like, int[] like_stride, int[] size, int[] stride, ScalarType dtype) -> Tensor",
            {at::Tag::flexible_layout});
@@ -127,13 +127,13 @@ at::Tensor untouched_strided(at::IntArrayRef sizes, at::IntArrayRef strides, con
   return at::empty_strided(sizes, strides, options);
 }
 
-at::Tensor Geometry::stand_in_like(const at::Tensor& like, at::IntArrayRef like_strides) const {
+at::Tensor Geometry::stand_in_like(const at::Tensor& like) const {
   if (!tracing()) return stand_in();
 #if MEMSAVE_COMPILE_TRACING
-  if (g_stand_in_op.load()) {
+  if (g_stand_in_op.load() && !like.unsafeGetTensorImpl()->has_symbolic_sizes_strides()) {
     static const auto op =
         c10::Dispatcher::singleton().findSchemaOrThrow("memsave::stand_in_like", "").typed<StandInLikeFn>();
-    return op.call(like, like_strides, sizes, strides, options.dtype().toScalarType());
+    return op.call(like, like.strides(), sizes, strides, options.dtype().toScalarType());
   }
 #endif
   return empty_strided();

@@ -131,7 +131,7 @@ class MemsaveBatchNormBackward final : public MemsaveNode<BatchNormSaved> {
     // that changes its layout changes the stand-in's with it (Note [Traced stand-in]).
     const bool symbolic = grad.unsafeGetTensorImpl()->has_symbolic_sizes_strides();
     if (!at::GradMode::is_enabled() && !symbolic && has_input_geometry(grad)) return grad;
-    return tracing() && !symbolic ? input_.stand_in_like(grad, grad.strides()) : input_.empty_strided();
+    return tracing() ? input_.stand_in_like(grad) : input_.empty_strided();
   }
 
   // Note [Batch norm eval in pieces].

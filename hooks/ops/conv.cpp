@@ -36,7 +36,6 @@ class MemsaveConvolutionBackward final : public MemsaveNode<at::Tensor> {
                              bool transposed, std::vector<int64_t> output_padding, int64_t groups)
       : input_(input),
         weight_(weight, /*is_output=*/false),
-        weight_strides_(weight.strides().vec()),
         stride_(std::move(stride)),
         padding_(std::move(padding)),
         dilation_(std::move(dilation)),
@@ -54,7 +53,6 @@ class MemsaveConvolutionBackward final : public MemsaveNode<at::Tensor> {
   void fields(Fields& f) override {
     f.geometry(input_);
     f.saved(weight_, false);
-    f.ints(weight_strides_);
     f.optional_ints(bias_sizes_);
     for (const auto* v : {&stride_, &padding_, &dilation_, &output_padding_}) f.ints(*v);
     f.flag(transposed_);
@@ -68,8 +66,9 @@ class MemsaveConvolutionBackward final : public MemsaveNode<at::Tensor> {
     TORCH_INTERNAL_ASSERT(!mask[1], name(), ": weight gradient requested without a kept input");
     at::OptionalIntArrayRef bias_sizes;
     if (bias_sizes_) bias_sizes = at::IntArrayRef(*bias_sizes_);
-    // Traced, Note [Traced stand-in] in core/standin.h.
-    auto res = at::convolution_backward(grad, input_.stand_in_like(weight, weight_strides_), weight, bias_sizes, stride_, padding_, dilation_,
+    // Traced, Note [Traced stand-in] in core/standin.h: in the gradient's layout if a
+    // compiler changed it.
+    auto res = at::convolution_backward(grad, input_.stand_in_like(grad), weight, bias_sizes, stride_, padding_, dilation_,
                                         transposed_, output_padding_, groups_, mask);
     if (mask[0]) out[0] = std::move(std::get<0>(res));
     if (mask[2]) out[2] = std::move(std::get<2>(res));
@@ -77,7 +76,6 @@ class MemsaveConvolutionBackward final : public MemsaveNode<at::Tensor> {
 
   Geometry input_;
   SavedVariable weight_;
-  std::vector<int64_t> weight_strides_;
   c10::optional<std::vector<int64_t>> bias_sizes_;
   std::vector<int64_t> stride_, padding_, dilation_, output_padding_;
   bool transposed_;

@@ -58,7 +58,7 @@ class PoolBackward : public MemsaveNode<Saved> {
       // Traced with static sizes, one that follows the gradient's layout if a compiler
       // changes it (Note [Traced stand-in] in core/standin.h).
       if (tracing() && !grad.unsafeGetTensorImpl()->has_symbolic_sizes_strides())
-        s = input_.stand_in_like(grad, grad.strides());
+        s = input_.stand_in_like(grad);
       else
         s = expand_stand_in_ ? at::empty({}, input_.options).expand(input_.sizes) : input_.empty_strided();
     }
