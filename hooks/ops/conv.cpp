@@ -68,8 +68,8 @@ class MemsaveConvolutionBackward final : public MemsaveNode<at::Tensor> {
     if (bias_sizes_) bias_sizes = at::IntArrayRef(*bias_sizes_);
     // Traced, Note [Traced stand-in] in core/standin.h: in the gradient's layout if a
     // compiler changed it.
-    auto res = at::convolution_backward(grad, input_.stand_in_like(grad), weight, bias_sizes, stride_, padding_, dilation_,
-                                        transposed_, output_padding_, groups_, mask);
+    auto res = at::convolution_backward(grad, input_.stand_in_like(grad), weight, bias_sizes, stride_, padding_,
+                                        dilation_, transposed_, output_padding_, groups_, mask);
     if (mask[0]) out[0] = std::move(std::get<0>(res));
     if (mask[2]) out[2] = std::move(std::get<2>(res));
   }
