@@ -81,12 +81,8 @@ void counted_delete(void* data) {
 
 class CountingAllocator final : public c10::Allocator {
  public:
-  // Note [Versions]: allocate is const in 1.13 and not const in 2.6 (changed in 2.3).
-#if MEMSAVE_TORCH_AT_LEAST(2, 3)
-  c10::DataPtr allocate(size_t n) override {
-#else
-  c10::DataPtr allocate(size_t n) const override {
-#endif
+  // Note [Versions] (compat.h): const before 2.3.
+  c10::DataPtr allocate(size_t n) MEMSAVE_ALLOCATE_CONST override {
     char* block = static_cast<char*>(g_inner->raw_allocate(n + kHeader));
     std::memcpy(block, &n, sizeof n);
     add_bytes(static_cast<int64_t>(n));
@@ -96,9 +92,9 @@ class CountingAllocator final : public c10::Allocator {
 
   c10::DeleterFnPtr raw_deleter() const override { return &counted_delete; }
 
-  // Note [Versions]: pure virtual in 2.6 (from 2.3 on, with clone()); absent in 1.13. Our
-  // blocks are plain memory, so memcpy is what the default does.
-#if MEMSAVE_TORCH_AT_LEAST(2, 3)
+  // Note [Versions] (compat.h): pure virtual from 2.3 on, absent before. Our blocks are plain
+  // memory, so memcpy is what the default does.
+#if MEMSAVE_ALLOCATOR_COPY_DATA
   void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
 #endif
 };

@@ -72,19 +72,13 @@ const Python& python() {
 bool tracing_tensor(const at::Tensor& t) {
   const Python& py = python();
   if (!py.ok || !py.is_initialized()) return false;
-  c10::impl::PyObjectSlot* slot = t.unsafeGetTensorImpl()->pyobj_slot();
-  std::optional<PyObject*> obj;
-  try {
-    obj = slot->check_pyobj(slot->pyobj_interpreter(), /*ignore_hermetic_tls=*/true);
-  } catch (const c10::Error&) {
-    return false;  // another interpreter's tensor (torch::deploy)
-  }
-  if (!obj || !*obj) return false;
+  PyObject* obj = python_object(t.unsafeGetTensorImpl()->pyobj_slot());  // compat.h
+  if (!obj) return false;
   const int gil = py.gil_ensure();
-  const bool fake = py.class_attr_is(*obj, "__module__", "torch._subclasses.fake_tensor") &&
-                    py.class_attr_is(*obj, "__name__", "FakeTensor");
-  const bool functional = !fake && py.class_attr_is(*obj, "__module__", "torch._subclasses.functional_tensor") &&
-                          py.class_attr_is(*obj, "__name__", "FunctionalTensor");
+  const bool fake = py.class_attr_is(obj, "__module__", "torch._subclasses.fake_tensor") &&
+                    py.class_attr_is(obj, "__name__", "FakeTensor");
+  const bool functional = !fake && py.class_attr_is(obj, "__module__", "torch._subclasses.functional_tensor") &&
+                          py.class_attr_is(obj, "__name__", "FunctionalTensor");
   py.gil_release(gil);
   return fake || functional;
 }

@@ -95,7 +95,7 @@ struct Footprint {
 //     std::array<at::Tensor, 3> differentiable() const;  // the arguments stock differentiates
 //     bool stock_minimal() const;                     // stock keeps the minimum already
 //     const char* prepare(const Call& c);             // why not (or nullptr); work before the node
-//     std::shared_ptr<Node> node(const Call& c) const;
+//     NodePtr<Node> node(const Call& c) const;       // make_node<Node>(...) (compat.h)
 //     Footprint keep(const Call& c, Node& node);      // after the forward: what the node keeps
 //   };
 //
@@ -151,7 +151,7 @@ struct OneInput : Op<O> {
   std::array<at::Tensor, 1> differentiable() const { return {input}; }
   // Named tensors, which these families leave to stock; then the int[] arguments `ints`.
   const char* unnamed_with_int_lists(const Call& c, std::initializer_list<size_t> ints = {}) const {
-    if (input.has_names()) return "named tensor";
+    if (has_names(input)) return "named tensor";
     return c.int_lists(ints) ? nullptr : "symbolic sizes";
   }
 };
@@ -180,12 +180,6 @@ struct Uncovered : Op<Uncovered<F>> {
   // Only for calls that need a gradient: the reason's table is looked up under a lock.
   const char* uncovered() const { return uncovered_reason(name); }
 };
-
-// Makes a node the way the engine expects (deleteNode releases deep graphs iteratively).
-template <class N, class... Args>
-std::shared_ptr<N> make_node(Args&&... args) {
-  return std::shared_ptr<N>(new N(std::forward<Args>(args)...), torch::autograd::deleteNode);
-}
 
 template <class O>
 void kernel(const c10::OperatorHandle& handle, c10::DispatchKeySet ks, torch::jit::Stack* stack) {
@@ -219,7 +213,7 @@ void kernel(const c10::OperatorHandle& handle, c10::DispatchKeySet ks, torch::ji
       count_fallback(O::kFamily, why);
       return call.stock(O::kStock);
     }
-    std::shared_ptr<typename O::Node> node = op.node(call);
+    NodePtr<typename O::Node> node = op.node(call);
     if (traced) node->set_traced();
     const auto inputs = op.edges();
     node->set_next_edges(torch::autograd::collect_next_edges(at::ArrayRef<at::Tensor>(inputs.data(), inputs.size())));

@@ -7,26 +7,10 @@
 
 #include "../../shim/hooks_abi.h"
 
-// Note [Versions]: one source serves LibTorch 1.13 and 2.x. Where the C++ API really differs,
-// code is conditional on MEMSAVE_TORCH_AT_LEAST, and each use says which versions need which
-// branch. Both branches are compiled and tested: 1.13 (Debian 12), 2.6 (Debian 13,
-// scripts/trixie.sh).
+// Note [Versions] and the compile switch: compat.h.
 #include <ATen/core/operator_name.h>
-#include <torch/version.h>
-#define MEMSAVE_TORCH_AT_LEAST(major, minor) \
-  (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
 
-// Note [Compiled autograd] (node.h) and Note [Compile tracing] (rules.h): what torch.compile
-// needs of us, one switch (CMake MEMSAVE_COMPILED_AUTOGRAD): AUTO (2 here) serves it on 2.6
-// only, the release it is tested on; ON on any release from 2.6 on; OFF never.
-#if !defined(MEMSAVE_WITH_COMPILED_AUTOGRAD) || MEMSAVE_WITH_COMPILED_AUTOGRAD == 2
-#define MEMSAVE_COMPILED_AUTOGRAD (MEMSAVE_TORCH_AT_LEAST(2, 6) && !MEMSAVE_TORCH_AT_LEAST(2, 7))
-#elif MEMSAVE_WITH_COMPILED_AUTOGRAD
-#define MEMSAVE_COMPILED_AUTOGRAD MEMSAVE_TORCH_AT_LEAST(2, 6)
-#else
-#define MEMSAVE_COMPILED_AUTOGRAD 0
-#endif
-#define MEMSAVE_COMPILE_TRACING MEMSAVE_COMPILED_AUTOGRAD
+#include "compat.h"
 
 namespace memsave {
 

@@ -89,8 +89,8 @@ class MemsaveBatchNormBackward final : public MemsaveNode<BatchNormSaved> {
  private:
   // In stock's order, so that a version error names the same tensor first.
   BatchNormSaved unpack() override {
-    return {weight_.unpack(), running_mean_.unpack(), running_var_.unpack(), save_mean_.unpack(shared_from_this()),
-            save_invstd_.unpack(shared_from_this())};
+    return {weight_.unpack(), running_mean_.unpack(), running_var_.unpack(), save_mean_.unpack(self_ptr(this)),
+            save_invstd_.unpack(self_ptr(this))};
   }
 
   void release() override { reset_data(weight_, running_mean_, running_var_, save_mean_, save_invstd_); }
@@ -208,7 +208,7 @@ struct BatchNorm : Op<BatchNorm<kCudnn>> {
     return nullptr;
   }
 
-  std::shared_ptr<Node> node(const Call& c) const {
+  NodePtr<Node> node(const Call& c) const {
     return make_node<Node>(input, weight, running_mean, running_var, training, c.arg(7).toDouble());
   }
 

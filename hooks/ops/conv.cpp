@@ -95,7 +95,7 @@ struct Convolution : Op<Convolution> {
   // A weight that needs its gradient needs the input: stock keeps what backward reads.
   bool stock_minimal() const { return weight.requires_grad(); }
   const char* prepare(const Call& c) const { return c.int_lists({3, 4, 5, 7}) ? nullptr : "symbolic sizes"; }
-  std::shared_ptr<Node> node(const Call& c) const {
+  NodePtr<Node> node(const Call& c) const {
     return make_node<Node>(input, weight, bias, c.ints(3), c.ints(4), c.ints(5), c.arg(6).toBool(), c.ints(7),
                            c.arg(8).toInt());
   }

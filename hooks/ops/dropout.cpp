@@ -167,9 +167,8 @@ struct Dropout : DropoutOp<Dropout<kInplaceOp>> {
   // random stream has moved on, as here.
   const char* prepare(const Call& c) {
     if (const char* why = DropoutOp<Dropout>::prepare(c)) return why;
-#if TORCH_VERSION_MAJOR >= 2
-    if (!this->input.is_contiguous()) return "non-contiguous input (noise layout differs across 2.x releases)";
-#endif
+    if (kDropoutNoiseLayoutVaries && !this->input.is_contiguous())
+      return "non-contiguous input (noise layout differs across 2.x releases)";
     {
       at::AutoDispatchBelowADInplaceOrView guard;
       noise = at::empty_like(this->input, kNoiseFormat);
@@ -181,7 +180,7 @@ struct Dropout : DropoutOp<Dropout<kInplaceOp>> {
     return nullptr;
   }
 
-  std::shared_ptr<Node> node(const Call&) const { return make_node<Node>(); }
+  NodePtr<Node> node(const Call&) const { return make_node<Node>(); }
 
   void forward(const Call& c, Node& node) {
     {
@@ -226,7 +225,7 @@ struct NativeDropout : DropoutOp<NativeDropout> {
   using DropoutOp<NativeDropout>::DropoutOp;
   // The CPU kernel returns an empty input itself; nothing to keep.
   bool stock_minimal() const { return input.numel() == 0; }
-  std::shared_ptr<Node> node(const Call& c) const {
+  NodePtr<Node> node(const Call& c) const {
     const c10::optional<bool> train = c.arg(2).isNone() ? c10::nullopt : c10::optional<bool>(c.arg(2).toBool());
     return make_node<Node>(c.arg(1).toDouble(), train);
   }

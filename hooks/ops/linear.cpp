@@ -126,15 +126,10 @@ class MemsaveLinearBackward final : public MemsaveNode<LinearSaved> {
 // N-D output (matmul, then add_). Only asked for a contiguous input of 3 or more dimensions
 // and a 1-D contiguous bias.
 bool stock_folds_bias(int64_t dim) {
-#if TORCH_VERSION_MAJOR >= 2
   // 2.x: any contiguous input with a 1-D bias goes through _flatten_nd_linear (2.6; the
-  // 2.10-era source also asks for a contiguous bias, which the caller requires).
-  (void)dim;
-  return true;
-#else
-  // 1.13: only a contiguous 3-D input goes through _flatten_3d_linear.
-  return dim == 3;
-#endif
+  // 2.10-era source also asks for a contiguous bias, which the caller requires). 1.13: only a
+  // contiguous 3-D input goes through _flatten_3d_linear. (compat.h)
+  return kLinearFoldsAnyRank || dim == 3;
 }
 
 // aten::linear(input, weight, bias?) -> Tensor
@@ -171,19 +166,17 @@ struct Linear : Op<Linear> {
     } else if (!folds_bias()) {
       mat2 = weight.t();
       mat1 = fold();
-    } else {
-#if TORCH_VERSION_MAJOR >= 2
+    } else if (kLinearFoldsAnyRank) {
       mat1 = fold();
       mat2 = weight.t();
-#else
+    } else {
       mat2 = weight.t();
       mat1 = input.view({-1, input.size(-1)});
-#endif
     }
     return nullptr;
   }
 
-  std::shared_ptr<Node> node(const Call&) const {
+  NodePtr<Node> node(const Call&) const {
     return make_node<Node>(mat1, mat2, bias, input.dim() != 2, input.dim() == 2 || folds_bias());
   }
 

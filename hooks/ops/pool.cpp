@@ -124,7 +124,7 @@ class MemsaveMaxPoolBackward final : public PoolBackward<at::Tensor> {
   }
 
  private:
-  at::Tensor unpack() override { return argmax_.unpack(shared_from_this()); }
+  at::Tensor unpack() override { return argmax_.unpack(self_ptr(this)); }
   void release() override { argmax_.reset_data(); }
   void fields(Fields& f) override {
     stand_in_fields(f);
@@ -301,7 +301,7 @@ struct MaxPoolWithIndices : Pool<MaxPoolWithIndices<Dims>> {
       windows = windows_of(Dims, c.ints(1), c.ints(2), c.ints(3), c.ints(4));
     return windows ? nullptr : "pooling arguments stock rejects";
   }
-  std::shared_ptr<Node> node(const Call& c) const {
+  NodePtr<Node> node(const Call& c) const {
     return make_node<Node>(this->input, *windows, c.ints(1), c.ints(2), c.ints(3), c.ints(4), c.arg(5).toBool());
   }
   Footprint keep(const Call& c, Node& node) const {
@@ -326,7 +326,7 @@ struct AvgPool : Pool<AvgPool<Dims>> {
   using Node = MemsaveAvgPoolBackward;
   using Pool<AvgPool>::Pool;
   const char* prepare(const Call& c) const { return this->unnamed_with_int_lists(c, {1, 2, 3}); }
-  std::shared_ptr<Node> node(const Call& c) const {
+  NodePtr<Node> node(const Call& c) const {
     const c10::optional<int64_t> divisor = c.arg(6).isNone() ? c10::nullopt : c10::optional<int64_t>(c.arg(6).toInt());
     return make_node<Node>(this->input, Dims, c.ints(1), c.ints(2), c.ints(3), c.arg(4).toBool(), c.arg(5).toBool(),
                            divisor);
@@ -340,7 +340,7 @@ struct AdaptiveAvgPool : Pool<AdaptiveAvgPool<Dims>> {
   using Node = MemsaveAdaptiveAvgPoolBackward;
   using Pool<AdaptiveAvgPool>::Pool;
   const char* prepare(const Call& c) const { return this->unnamed_with_int_lists(c, {1}); }
-  std::shared_ptr<Node> node(const Call&) const { return make_node<Node>(this->input, Dims); }
+  NodePtr<Node> node(const Call&) const { return make_node<Node>(this->input, Dims); }
   Footprint keep(const Call&, Node&) const { return this->input_not_kept(); }
 };
 
@@ -349,11 +349,11 @@ struct MeanDim : Pool<MeanDim> {
   using Node = MemsaveMeanBackward;
   using Pool<MeanDim>::Pool;
   // 2.x's MeanBackward1 keeps sizes and the element count only (docs/pytorch.md §1.2).
-  bool stock_minimal() const { return MEMSAVE_TORCH_AT_LEAST(2, 0); }
+  bool stock_minimal() const { return kStockMeanPoolMinimal; }
   const char* prepare(const Call& c) const {
     return unnamed_with_int_lists(c, c.arg(1).isNone() ? std::initializer_list<size_t>{} : std::initializer_list<size_t>{1});
   }
-  std::shared_ptr<Node> node(const Call& c) const {
+  NodePtr<Node> node(const Call& c) const {
     c10::optional<std::vector<int64_t>> dims;
     if (!c.arg(1).isNone()) dims = c.ints(1);
     return make_node<Node>(input, std::move(dims), c.arg(2).toBool());

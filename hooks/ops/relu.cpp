@@ -254,7 +254,7 @@ at::Tensor MemsaveReluFamilyBackward::proxy(const at::Tensor& bits, const at::Te
   // Traced, in the gradient's layout if a compiler changes it (Note [Traced mask] in core/bitmask.h).
   at::Tensor p = mask_.unpack_bits(bits, options_.dtype().toScalarType(), set_, unset_, grad);
   if (!at::GradMode::is_enabled()) return p;
-  Edge edge = kept_ == Kept::kOutput ? Edge(shared_from_this(), 0) : next_edge(0);
+  Edge edge = kept_ == Kept::kOutput ? Edge(self_ptr(this), 0) : next_edge(0);
   return torch::autograd::make_variable(p, std::move(edge));
 }
 
@@ -351,7 +351,7 @@ struct ReluFamily : Op<ReluFamily<kOp, kInplaceOp>> {
   }
 
   // Its edge is self's current gradient edge (for in-place ops: before the op).
-  std::shared_ptr<Node> node(const Call&) const { return make_node<Node>(kOp, kInplace, params); }
+  NodePtr<Node> node(const Call&) const { return make_node<Node>(kOp, kInplace, params); }
 
   Footprint keep(const Call& c, Node& node) {
     const at::Tensor result = c.output(0);
