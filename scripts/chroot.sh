@@ -185,7 +185,7 @@ t2=$(date +%s)
 log "built in $(elapsed $((t2 - t1)))"
 set +e
 # shellcheck disable=SC2086
-in_chroot sh -c "cd '$build' && ctest --output-on-failure -j1 ${CTEST_ARGS:-}"
+in_chroot sh -c "cd '$build' && ctest --output-on-failure -j${CTEST_JOBS:-$(nproc)} ${CTEST_ARGS:-}"
 rc=$?
 set -e
 t3=$(date +%s)

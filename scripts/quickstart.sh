@@ -35,7 +35,8 @@ case "$mode" in
     ;;
   test)
     cd "$build"
-    exec ctest --output-on-failure -j1
+    # In parallel: tests that must run alone say so (RUN_SERIAL in tests/CMakeLists.txt).
+    exec ctest --output-on-failure -j"${CTEST_JOBS:-$(nproc)}"
     ;;
   *)
     echo "usage: $0 demo|test" >&2

@@ -36,7 +36,7 @@ cmake --build "$build" -j"$(nproc)" "${targets[@]}"
 rm -rf "$build/sanitizer"
 mkdir -p "$build/sanitizer"
 status=0
-(cd "$build" && ctest --output-on-failure -j1 --output-log ctest-sanitize.log "${tests[@]}") || status=$?
+(cd "$build" && ctest --output-on-failure -j"$(nproc)" --output-log ctest-sanitize.log "${tests[@]}") || status=$?
 # UBSan's reports come on stderr (see tests/CMakeLists.txt); the process has stopped.
 if grep -n -A8 'runtime error:' "$build/ctest-sanitize.log" >"$build/sanitizer/ubsan-in-test-output"; then :; else
   rm -f "$build/sanitizer/ubsan-in-test-output"

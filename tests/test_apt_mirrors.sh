@@ -86,6 +86,12 @@ expect_eq "no sources at all gives nothing" "$(mirrors empty)" "updates no;"
 out=$(MEMSAVE_TRIXIE_APT_ETC=$tmp/empty MEMSAVE_TRIXIE_ROOT=$src "$src/scripts/trixie.sh" chroot 2>&1); rc=$?
 expect_eq "trixie.sh without a mirror: exit 2" "$rc" "2"
 expect_has "trixie.sh without a mirror: says so" "$out" "no Debian mirror for .* in the host's apt sources .*MEMSAVE_TRIXIE_MIRROR"
+# sid.sh (the same script, another suite) reads its own settings.
+out=$(MEMSAVE_SID_APT_ETC=$tmp/empty MEMSAVE_SID_ROOT=$src "$src/scripts/sid.sh" chroot 2>&1); rc=$?
+expect_eq "sid.sh without a mirror: exit 2" "$rc" "2"
+expect_has "sid.sh without a mirror: says so" "$out" "sid.sh: no Debian mirror for .* MEMSAVE_SID_MIRROR"
+out=$("$src/scripts/chroot.sh" bookworm chroot 2>&1); rc=$?
+expect_eq "chroot.sh with an unknown suite: exit 2" "$rc" "2"
 
 [ "$failures" -eq 0 ] && echo "all apt mirror checks passed"
 exit $((failures > 0))

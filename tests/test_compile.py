@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: MIT
 # test_compile.py: torch.compile with libmemsave preloaded (MEMSAVE_OPS=all), 2.6; exits 77,
-# skipped, where torch has no torch.compile or our kernels do not serve its tracing (1.13;
-# builds with -DMEMSAVE_COMPILED_AUTOGRAD=OFF). Note [Compile tracing] in hooks/core/rules.h.
+# skipped, where torch has no torch.compile (1.13). Where our kernels do not serve its tracing
+# (2.14 and the other releases but 2.6 by default; builds with -DMEMSAVE_COMPILED_AUTOGRAD=OFF)
+# it checks only that a compiled call is stock's, bitwise, and counted as a fallback with the
+# reason "torch.compile tracing: not served". Note [Compile tracing] in hooks/core/rules.h.
 #
 # Each case compiles a module twice, stock's (libmemsave switched off while dynamo and
 # AOTAutograd trace it) and ours, each after torch._dynamo.reset(), and runs two steps of each
@@ -20,7 +22,11 @@
 #   - what we do not serve falls back, counted with its reason: hardtanh on the CPU, dropout,
 #     a __torch_dispatch__ mode of the user's.
 import ctypes
+import json
+import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -191,10 +197,50 @@ class UserMode(torch.utils._python_dispatch.TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def unserved():
+    """A build that does not serve the tracing: each traced call goes to stock, bitwise, and
+    is counted with its reason, which the report at exit shows (read in a child's report)."""
+    if not hasattr(torch, "compile"):
+        print("skipped: this torch has no torch.compile")
+        return 77
+    if os.environ.get("MEMSAVE_TEST_COMPILE_CHILD"):
+        torch.backends.mkldnn.enabled = False
+        x = special((2, 3, 6, 6))
+        net = Fn(lambda t: F.relu(t * 1))
+        outs = []
+        for on in (False, True):
+            previous = lib.memsave_set_enabled(int(on))
+            try:
+                torch._dynamo.reset()
+                t = x.clone().requires_grad_()
+                y = torch.compile(net, backend="aot_eager")(t)
+                y.sum().backward()
+                outs.append((y.detach(), t.grad))
+            finally:
+                lib.memsave_set_enabled(previous)
+        return 0 if all(bitwise(a, b) for a, b in zip(*outs)) else 3
+    with tempfile.TemporaryDirectory() as tmp:
+        report = os.path.join(tmp, "report.json")
+        env = dict(os.environ, MEMSAVE_TEST_COMPILE_CHILD="1", MEMSAVE_REPORT=report)
+        rc = subprocess.run([sys.executable, __file__], env=env).returncode
+        if rc != 0:
+            failures.append(f"not served: the child exited {rc} (3: a compiled call differs from stock's)")
+        reasons = []
+        if os.path.exists(report):
+            with open(report) as f:
+                reasons = [r["reason"] for r in json.load(f)["fallback_reasons"]]
+        if not any(r.startswith("torch.compile tracing: not served") for r in reasons):
+            failures.append(f"not served: no fallback counted with its reason (reasons: {reasons})")
+    for f in failures:
+        print("FAIL:", f)
+    print("compile:", "FAILED" if failures else "passed (tracing not served in this build; counted: "
+          f"{[r for r in reasons if r.startswith('torch.compile')]})")
+    return 1 if failures else 0
+
+
 def main():
     if not served():
-        print("skipped: our kernels do not serve torch.compile's tracing in this build")
-        return 77
+        return unserved()
     torch.backends.mkldnn.enabled = False
     torch.manual_seed(2)
     conv = nn.Conv2d(3, 8, 3, padding=1).requires_grad_(False)

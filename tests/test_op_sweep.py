@@ -6,7 +6,7 @@
 # composite that reaches a covered operator (checked to be CompositeImplicitAutograd here),
 # one whose stock node is already minimal, not a layer of the family at all, or a known
 # route that is not covered (each with its reason; README's limits list them). Operators of
-# the lists that this LibTorch lacks are skipped: the lists hold 1.13 and 2.6. Only the aten
+# the lists that this LibTorch lacks are skipped: the lists hold 1.13, 2.6 and 2.14. Only the aten
 # namespace: quantized::, prepacked:: and mkldnn_prepacked:: run inference kernels without
 # autograd, and prims:: (2.x compile) is issue 13's.
 import re
@@ -73,6 +73,7 @@ NOT_A_LAYER = {
     "aten::mkldnn_reorder_conv3d_weight": "weight layout conversion",
     "aten::_cudnn_init_dropout_state": "RNN dropout state, no gradient",
     "aten::_fill_mem_eff_dropout_mask_": "attention kernels' mask filler, no gradient",
+    "aten::_flash_attention_forward_no_dropout_inplace": "flash attention forward into an out tensor (CUDA, 2.14), not a dropout",
 }
 
 # Routes libmemsave does not cover: a call builds stock's node. Backend kernels are reached

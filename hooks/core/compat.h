@@ -16,23 +16,31 @@
 #include <torch/version.h>
 
 #include <memory>
+#include <string>
 #include <utility>
 
 #define MEMSAVE_TORCH_AT_LEAST(major, minor) \
   (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
 
 // Note [Compiled autograd] (node.h) and Note [Compile tracing] (rules.h): what torch.compile
-// needs of us, one switch (CMake MEMSAVE_COMPILED_AUTOGRAD): AUTO (2 here) serves it on the
-// releases it is tested on, 2.6 and 2.14; ON on any release from 2.6 on; OFF never.
+// needs of us, one switch (CMake MEMSAVE_COMPILED_AUTOGRAD): AUTO (2 here) serves it on 2.6,
+// the release where it passes its tests; ON on any release from 2.6 on; OFF never.
+// Not on 2.14 (tried 2026-12-07; README, torch.compile): compiled autograd there calls a
+// node's apply_with_saved with placeholder tensors (zeros of [0, 123456789]) and expects
+// the node to bind a functional backward for Python to replay, which ours do not (our
+// backward, run on the placeholders, raised); and under inductor the compiled backward did
+// not call our stand-ins and kept what stock keeps (not yet understood), while aot_eager's
+// graphs kept our savings, bitwise equal.
 #if !defined(MEMSAVE_WITH_COMPILED_AUTOGRAD) || MEMSAVE_WITH_COMPILED_AUTOGRAD == 2
-#define MEMSAVE_COMPILED_AUTOGRAD \
-  ((MEMSAVE_TORCH_AT_LEAST(2, 6) && !MEMSAVE_TORCH_AT_LEAST(2, 7)) || (MEMSAVE_TORCH_AT_LEAST(2, 14) && !MEMSAVE_TORCH_AT_LEAST(2, 15)))
+#define MEMSAVE_COMPILED_AUTOGRAD (MEMSAVE_TORCH_AT_LEAST(2, 6) && !MEMSAVE_TORCH_AT_LEAST(2, 7))
 #elif MEMSAVE_WITH_COMPILED_AUTOGRAD
 #define MEMSAVE_COMPILED_AUTOGRAD MEMSAVE_TORCH_AT_LEAST(2, 6)
 #else
 #define MEMSAVE_COMPILED_AUTOGRAD 0
 #endif
 #define MEMSAVE_COMPILE_TRACING MEMSAVE_COMPILED_AUTOGRAD
+// The thread-local dispatch modes that tell PyTorch's own tracing apart (2.x).
+#define MEMSAVE_TRACING_MODES MEMSAVE_TORCH_AT_LEAST(2, 6)
 
 // c10::Allocator: 2.3 (which added Allocator::clone) made allocate()
 // non-const and copy_data() pure virtual.
@@ -45,6 +53,12 @@
 #endif
 
 namespace memsave {
+
+// The fallback reason of a call traced by torch.compile where this build does not serve the
+// tracing (Note [Compile tracing] in rules.h): the report shows it, counted.
+constexpr const char* kCompileTracingUnserved =
+    MEMSAVE_TORCH_AT_LEAST(2, 7) ? "torch.compile tracing: not served on this LibTorch (tested on 2.6 only; README, torch.compile)"
+                                 : "torch.compile tracing: not served in this build (MEMSAVE_COMPILED_AUTOGRAD=OFF)";
 
 // Nodes. 2.12 (pytorch#181139, relanded as #181782, April 2026) made autograd's nodes
 // intrusively counted: Node derives from c10::intrusive_ptr_target instead of
@@ -100,6 +114,19 @@ template <class N>
 auto self_ptr(N* node) {
   return compat_detail::Nodes<kIntrusiveNodes>::self(static_cast<torch::autograd::Node*>(node));
 }
+
+// The name stock's version-mismatch error gives the node that made a kept output: 2.14's
+// SavedVariable::unpack names Node::forward_op_name() (name() without its "Backward<N>"
+// suffix: "Relu"), earlier releases name() ("ReluBackward0").
+template <class N>
+auto version_error_name(const N& node, int) -> decltype(node.forward_op_name()) {
+  return node.forward_op_name();
+}
+template <class N>
+std::string version_error_name(const N& node, long) {
+  return node.name();
+}
+inline std::string version_error_name(const torch::autograd::Node& node) { return version_error_name(node, 0); }
 
 // Named tensors. at::Tensor::has_names was removed with named tensors' C++ API (2.12 or
 // 2.13; absent from 2.14's TensorBase). Where it is gone no tensor has names.

@@ -7,10 +7,12 @@
 
 #if MEMSAVE_COMPILE_TRACING
 #include <c10/core/impl/PyObjectSlot.h>
-#include <c10/core/impl/TorchDispatchModeTLS.h>
 #include <dlfcn.h>
 
 #include <cstring>
+#endif
+#if MEMSAVE_TRACING_MODES
+#include <c10/core/impl/TorchDispatchModeTLS.h>
 #endif
 
 namespace memsave {
@@ -85,14 +87,7 @@ bool tracing_tensor(const at::Tensor& t) {
 
 }  // namespace
 
-bool compile_tracing() {
-  using c10::impl::TorchDispatchModeKey;
-  using c10::impl::TorchDispatchModeTLS;
-  if (TorchDispatchModeTLS::any_modes_set(/*skip_infra_modes=*/true)) return false;  // a user's mode
-  return TorchDispatchModeTLS::get_mode(TorchDispatchModeKey::FAKE).has_value() ||
-         TorchDispatchModeTLS::get_mode(TorchDispatchModeKey::PROXY).has_value() ||
-         TorchDispatchModeTLS::get_mode(TorchDispatchModeKey::FUNCTIONAL).has_value();
-}
+bool compile_tracing() { return tracing_modes(); }
 
 const char* unsupported_traced_tensor(const at::Tensor& t) {
   if (!t.defined()) return nullptr;
@@ -105,5 +100,19 @@ const char* unsupported_traced_tensor(const at::Tensor& t) {
 bool compile_tracing() { return false; }
 const char* unsupported_traced_tensor(const at::Tensor&) { return nullptr; }
 #endif
+
+// PyTorch's own tracing modes set, and none of the user's.
+bool tracing_modes() {
+#if MEMSAVE_TRACING_MODES
+  using c10::impl::TorchDispatchModeKey;
+  using c10::impl::TorchDispatchModeTLS;
+  if (TorchDispatchModeTLS::any_modes_set(/*skip_infra_modes=*/true)) return false;  // a user's mode
+  return TorchDispatchModeTLS::get_mode(TorchDispatchModeKey::FAKE).has_value() ||
+         TorchDispatchModeTLS::get_mode(TorchDispatchModeKey::PROXY).has_value() ||
+         TorchDispatchModeTLS::get_mode(TorchDispatchModeKey::FUNCTIONAL).has_value();
+#else
+  return false;
+#endif
+}
 
 }  // namespace memsave

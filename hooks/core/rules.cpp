@@ -2,13 +2,18 @@
 // rules.cpp: Note [Fallback] and Note [Reusing the incoming gradient] (rules.h).
 #include "rules.h"
 
+#include <ATen/EmptyTensor.h>
 #include <ATen/core/grad_mode.h>
+#include <torch/csrc/autograd/saved_variable.h>
+#include <torch/csrc/autograd/variable.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/jit/runtime/interpreter.h>
 
 #include <map>
 #include <mutex>
 #include <string>
+
+#include "compat.h"
 
 namespace memsave {
 
@@ -40,7 +45,8 @@ const char* unsupported_keys(c10::DispatchKeySet ks, bool traced) {
   using K = c10::DispatchKey;
   const c10::DispatchKeySet tls_included = c10::impl::tls_local_dispatch_key_set().included_;
   const c10::DispatchKeySet all = ks | tls_included;
-  if (!traced && python_keys(ks)) return "Python dispatch (subclass, mode, or tracing not served)";
+  if (!traced && python_keys(ks))
+    return tracing_modes() ? kCompileTracingUnserved : "Python dispatch (subclass, mode, or tracing not served)";
   if (all.has(K::FuncTorchDynamicLayerBackMode) || all.has(K::FuncTorchDynamicLayerFrontMode) ||
       all.has(K::FuncTorchGradWrapper) || all.has(K::FuncTorchBatched))
     return "functorch transform";
@@ -75,6 +81,25 @@ bool gradient_is_reusable(const at::Tensor& grad) {
   // and a storage from an allocator (from_blob/from_numpy storages are not resizable).
   return !grad.is_view() && grad.use_count() == 1 && grad.has_storage() && grad.storage().use_count() == 1 &&
          grad.storage().resizable();
+}
+
+std::string stock_version_hint() {
+  // Made directly on the CPU (no dispatch: no mode or tracing sees it), no elements.
+  at::Tensor t(at::detail::empty_cpu({0}, at::TensorOptions().dtype(at::kFloat)));
+  torch::autograd::SavedVariable saved(t, /*is_output=*/false);
+  torch::autograd::impl::bump_version(t);
+  try {
+    (void)saved.unpack();
+  } catch (const c10::Error& e) {
+    const std::string msg = e.what_without_backtrace();
+    const std::string marker = " instead.";
+    const size_t at = msg.find(marker);
+    if (at != std::string::npos) {
+      const size_t from = at + marker.size(), end = msg.find('\n', from);
+      return msg.substr(from, end == std::string::npos ? std::string::npos : end - from);
+    }
+  }
+  return "";
 }
 
 }  // namespace memsave

@@ -3,6 +3,8 @@
 // incoming gradient (Note [Reusing the incoming gradient]).
 #pragma once
 
+#include <string>
+
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Optional.h>
@@ -69,6 +71,9 @@ const char* unsupported_keys(c10::DispatchKeySet ks, bool traced);
 // A traced call counts as substituted with no bytes (fakes hold none): the compiled graph
 // runs later without our kernels, once per compilation, not once per step.
 bool compile_tracing();
+// PyTorch's own tracing modes are set (fake, proxy, functional) and no mode of the user's:
+// known wherever the TLS exists (2.x), served or not.
+bool tracing_modes();
 // Why a tensor of a traced call cannot take our path, or nullptr.
 const char* unsupported_traced_tensor(const at::Tensor& t);
 
@@ -127,5 +132,11 @@ inline uint64_t tensor_bytes(const at::Tensor& t) {
 // aliasing the gradient, or in pieces copied back); only the result's address differs, so
 // the peak of that backward step loses one activation.
 bool gradient_is_reusable(const at::Tensor& grad);
+
+// The hint stock's SavedVariable::unpack ends its version-mismatch error with (whatever
+// follows "instead."), as this LibTorch words it under the current anomaly mode: read from
+// stock itself, on a tensor of no elements, because the wording changes between releases
+// (2.14 added ", check_nan=False"). For nodes that check a version without a SavedVariable.
+std::string stock_version_hint();
 
 }  // namespace memsave

@@ -20,7 +20,6 @@
 #include <ATen/ops/leaky_relu_backward.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/threshold_backward.h>
-#include <torch/csrc/autograd/anomaly_mode.h>
 #include <torch/csrc/autograd/saved_variable.h>
 #include <torch/csrc/autograd/variable.h>
 
@@ -234,15 +233,9 @@ void MemsaveReluFamilyBackward::check_version() const {
   msg << "one of the variables needed for gradient computation has been modified by an inplace operation: ["
       << c10::toString(options_.computeDispatchKey()) << c10::toString(options_.dtype().toScalarType()) << "Type "
       << at::IntArrayRef(mask_.sizes()) << "]";
-  if (kept_ == Kept::kOutput) msg << ", which is output 0 of " << name() << ",";
-  msg << " is at version " << version_.current_version() << "; expected version " << saved_version_ << " instead.";
-  if (!torch::autograd::AnomalyMode::is_enabled()) {
-    msg << " Hint: enable anomaly detection to find the operation that failed to compute its gradient, with "
-           "torch.autograd.set_detect_anomaly(True).";
-  } else {
-    msg << " Hint: the backtrace further above shows the operation that failed to compute its gradient. The "
-           "variable in question was changed in there or anywhere later. Good luck!";
-  }
+  if (kept_ == Kept::kOutput) msg << ", which is output 0 of " << version_error_name(*this) << ",";
+  msg << " is at version " << version_.current_version() << "; expected version " << saved_version_ << " instead."
+      << stock_version_hint();
   TORCH_CHECK(false, msg.str());
 }
 

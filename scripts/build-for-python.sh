@@ -1,0 +1,75 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+# build-for-python.sh [PYTHON [BUILD_DIR]]: build libmemsave against the torch that PYTHON
+# imports (a virtual environment's pip torch, or a distribution's), then check the build on
+# that Python: a preloaded training step whose gradients equal stock's, and `memsave ab
+# --check-output` on it. No root, no network; needs CMake and a C/C++ compiler.
+#
+#   PYTHON     default python3 (the first on PATH: an activated venv's)
+#   BUILD_DIR  default build-python
+#
+# What it reads from the torch it imports, as `cmake` needs it:
+#   - torch.utils.cmake_prefix_path, when that folder holds Torch's CMake config (pip wheels
+#     do): CMake's find_package(Torch) then sets the C++ ABI (_GLIBCXX_USE_CXX11_ABI);
+#   - otherwise the package folder itself (include/ and lib/, as Debian's python3-torch lays
+#     it out) with torch.compiled_with_cxx11_abi() (cmake/TorchPackage.cmake);
+#   - the C++ standard comes from that torch's own ATen/ATen.h (cmake/TorchStandard.cmake:
+#     C++20 from 2.14 on, C++17 before).
+# Only the libraries and the command are built (not the test suite). Prints the two lines to
+# use them. CI runs it in the Debian unstable chroot (scripts/sid.sh), whose python3 and torch
+# 2.14 stand in for a virtual environment.
+set -euo pipefail
+src=$(cd "$(dirname "$0")/.." && pwd)
+python=${1:-python3}
+build=${2:-build-python}
+command -v "$python" >/dev/null || { echo "build-for-python: $python not found" >&2; exit 2; }
+read -r version prefix package abi < <("$python" -c '
+import os, torch
+print(torch.__version__, torch.utils.cmake_prefix_path, os.path.dirname(torch.__file__),
+      int(torch.compiled_with_cxx11_abi()))') || {
+  echo "build-for-python: $python cannot import torch" >&2
+  exit 2
+}
+args=(-DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DMEMSAVE_PYTHON="$(command -v "$python")")
+if [ -f "$prefix/Torch/TorchConfig.cmake" ]; then
+  how="Torch's CMake config in $prefix"
+  args+=(-DCMAKE_PREFIX_PATH="$prefix")
+else
+  how="the package folder $package (no CMake config), C++11 ABI $abi"
+  args+=(-DMEMSAVE_TORCH_PACKAGE="$package" -DMEMSAVE_TORCH_CXX11_ABI="$abi")
+fi
+echo "build-for-python: torch $version from $python; $how"
+cmake -S "$src" -B "$build" "${args[@]}" >"$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
+grep 'libmemsave:' "$build.configure.log" | sed 's/^-- /build-for-python: /'
+cmake --build "$build" -j"$(nproc)" --target memsave memsave_hooks memsave_cli
+
+# The check: one training step preloaded, against stock in the same process, then the
+# command's A/B on the same script.
+build=$(cd "$build" && pwd)
+step=$(mktemp /tmp/memsave-step.XXXXXX.py)
+trap 'rm -f "$step"' EXIT
+cat >"$step" <<'EOF'
+import ctypes, torch, torch.nn as nn
+lib = ctypes.CDLL(None)
+assert lib.memsave_is_active() == 1, "libmemsave is not active under LD_PRELOAD"
+torch.manual_seed(0)
+net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                    nn.Flatten(), nn.Linear(8 * 8 * 8, 4)).requires_grad_(False)
+x = torch.randn(4, 3, 16, 16)
+grads, names = [], []
+for on in (0, 1):
+    lib.memsave_set_enabled(on)
+    t = x.clone().requires_grad_()
+    y = net(t)
+    names.append(y.grad_fn.next_functions[0][0].name() if y.grad_fn else None)
+    y.square().sum().backward()
+    grads.append(t.grad)
+assert torch.equal(grads[0].view(torch.uint8), grads[1].view(torch.uint8)), "gradients differ from stock's"
+print("loss", float(net(x).square().sum()))
+print("step: gradients bitwise equal to stock's")
+EOF
+LD_PRELOAD="$build/libmemsave.so" MEMSAVE_REPORT=/dev/null "$python" "$step"
+"$build/memsave" ab --check-output -- "$python" "$step"
+echo "build-for-python: done. Use it with:"
+echo "  LD_PRELOAD=$build/libmemsave.so $python train.py"
+echo "  $build/memsave ab -- $python train.py"
