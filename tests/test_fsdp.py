@@ -12,6 +12,9 @@
 #             only: on 1.13 FSDP needs CUDA, and the job is skipped with a line saying so.
 #             (The composable fully_shard does not run on CPU in 2.6: 'Stream' object has no
 #             attribute 'record_event'.)
+#   fsdp2     the composable fully_shard (FSDP2) on each convolution and on the whole model,
+#             the same model and checks; full gradients with DTensor.full_tensor(). Where
+#             fully_shard does not run on CPU (2.6, above), a line says the job is skipped.
 #   ddp_accum DistributedDataParallel with find_unused_parameters=True (an auxiliary head
 #             used on odd steps only) and gradient accumulation: the first micro-batch of
 #             every step under no_sync(), the second synchronised.
@@ -79,6 +82,25 @@ def worker(outdir, job):
             with FSDP.summon_full_params(wrapped, with_grads=True):
                 grads.append([p.grad.clone() for p in wrapped.parameters() if p.requires_grad])
             opt.step()
+    elif job == "fsdp2":
+        from torch.distributed.fsdp import fully_shard
+
+        model = nn.Sequential(backbone, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(CHANNELS, 10))
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                fully_shard(m)
+        fully_shard(model)
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
+        abi.memsave_reset_peak()
+        for _ in range(STEPS):
+            x = torch.randn(BATCH, 3, SIZE, SIZE, generator=gen)
+            y = torch.randint(0, 10, (BATCH,), generator=gen)
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            losses.append(loss.detach().clone())
+            grads.append([p.grad.full_tensor().clone() for p in model.parameters() if p.requires_grad])
+            opt.step()
     else:
         class Net(nn.Module):
             def __init__(self):
@@ -120,6 +142,17 @@ def worker(outdir, job):
                os.path.join(outdir, "rank%d.pt" % rank))
 
 
+def fully_shard_runs_on_cpu(torch):
+    """FSDP2 on CPU: 2.6's fully_shard needs a device stream ('Stream' object has no attribute
+    'record_event'); later releases run it with gloo. Decided by version: 2.6 and earlier no."""
+    major, minor = (int(v) for v in torch.__version__.split("+")[0].split(".")[:2])
+    try:
+        from torch.distributed.fsdp import fully_shard  # noqa: F401
+    except ImportError:
+        return False
+    return (major, minor) > (2, 6)
+
+
 def main(lib):
     import torch
 
@@ -137,6 +170,10 @@ def main(lib):
     jobs = ["ddp_accum"] + (["fsdp"] if torch_major >= 2 else [])
     if torch_major < 2:
         print("skip fsdp: FullyShardedDataParallel on CPU needs torch >= 2 (this is %s)" % torch.__version__)
+    if fully_shard_runs_on_cpu(torch):
+        jobs.append("fsdp2")
+    else:
+        print("skip fsdp2: fully_shard does not run on CPU in torch %s" % torch.__version__)
     with tempfile.TemporaryDirectory() as tmp:
         for job in jobs:
             runs = {}
@@ -168,7 +205,7 @@ def main(lib):
                 ps, po = rs["cpu_peak_bytes"], ro["cpu_peak_bytes"]
                 # Stock keeps the input of each of BLOCKS-1 convolutions that we do not keep
                 # (ddp_accum's micro-batches are half as large).
-                check(ps - po >= (BLOCKS - 1) * act // (2 if job == "fsdp" else 4),
+                check(ps - po >= (BLOCKS - 1) * act // (2 if job.startswith("fsdp") else 4),
                       "%s rank %d: peak CPU tensor bytes stock %d, libmemsave %d (ratio %.3f)"
                       % (job, rank, ps, po, po / ps))
             g0, g1 = runs["memsave"][0]["grads"], runs["memsave"][1]["grads"]
