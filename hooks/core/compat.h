@@ -60,12 +60,11 @@ constexpr const char* kCompileTracingUnserved =
     MEMSAVE_TORCH_AT_LEAST(2, 7) ? "torch.compile tracing: not served on this LibTorch (tested on 2.6 only; README, torch.compile)"
                                  : "torch.compile tracing: not served in this build (MEMSAVE_COMPILED_AUTOGRAD=OFF)";
 
-// Nodes. 2.12 (pytorch#181139, relanded as #181782, April 2026) made autograd's nodes
-// intrusively counted: Node derives from c10::intrusive_ptr_target instead of
+// Nodes. pytorch#181139 (relanded as #181782, merged April 2026; in 2.14) made autograd's
+// nodes intrusively counted: Node derives from c10::intrusive_ptr_target instead of
 // std::enable_shared_from_this, Tensor::grad_fn(), set_history, rebase_history, Edge and
-// SavedVariable::unpack take c10::intrusive_ptr<Node>, torch::autograd::deleteNode is gone
-// (the intrusive pointer's release does its iterative teardown), and nodes are made with
-// c10::make_intrusive. Detected from Node's base, not from the version number, so that a
+// SavedVariable::unpack take c10::intrusive_ptr<Node>, torch::autograd::deleteNode is gone,
+// and nodes are made with c10::make_intrusive. Detected from Node's base, not from the version number, so that a
 // release in between builds whichever it has.
 constexpr bool kIntrusiveNodes = std::is_base_of<c10::intrusive_ptr_target, torch::autograd::Node>::value;
 
@@ -128,8 +127,8 @@ std::string version_error_name(const N& node, long) {
 }
 inline std::string version_error_name(const torch::autograd::Node& node) { return version_error_name(node, 0); }
 
-// Named tensors. at::Tensor::has_names was removed with named tensors' C++ API (2.12 or
-// 2.13; absent from 2.14's TensorBase). Where it is gone no tensor has names.
+// Named tensors. at::Tensor::has_names is absent from 2.14's TensorBase (the change that
+// removed it is not identified here). Where it is gone no tensor has names.
 template <class T>
 auto has_names(const T& t, int) -> decltype(t.has_names()) {
   return t.has_names();
@@ -144,10 +143,9 @@ bool has_names(const T& t) {
 }
 
 #if MEMSAVE_COMPILE_TRACING
-// The Python object of a tensor, or null. 2.14's PyObjectSlot has load_pyobj() and no
-// interpreter of its own (torch::deploy's several interpreters, and hermetic TLS, went away
-// in between); 2.6 asks check_pyobj(pyobj_interpreter(), ignore_hermetic_tls), which raises
-// for another interpreter's tensor (null here).
+// The Python object of a tensor, or null. 2.14's PyObjectSlot has load_pyobj() and uses one
+// global interpreter; 2.6 asks check_pyobj(pyobj_interpreter(), ignore_hermetic_tls), which
+// raises for another interpreter's tensor (null here).
 template <class Slot>
 auto python_object(Slot* slot, int) -> decltype(slot->load_pyobj()) {
   return slot->load_pyobj();
