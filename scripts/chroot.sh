@@ -44,9 +44,10 @@ jobs=$(setting JOBS "$(nproc)")
 build=$(setting BUILD /build)
 case "$build" in /?*) ;; *) echo "$me: MEMSAVE_${SUITE}_BUILD must be an absolute path inside the chroot" >&2; exit 2 ;; esac
 # file: CPack finds shared objects with it (package.sh); python3-dev, python3-setuptools:
-# torch.compile's inductor builds its C++ kernels with them (test_compiled_autograd --inductor).
+# torch.compile's inductor builds its C++ kernels with them (test_compiled_autograd --inductor);
+# jq: bench/run.sh reads memsave ab's JSON with it.
 packages=(build-essential cmake libtorch-dev python3-torch python3-torchvision googletest libgtest-dev
-          libunwind-dev pkg-config file python3-dev python3-setuptools)
+          libunwind-dev pkg-config file python3-dev python3-setuptools jq)
 
 case "$mode" in chroot | test) ;; run) [ $# -gt 1 ] || { echo "usage: $0 run CMD..." >&2; exit 2; } ;;
   *) echo "usage: $0 $suite [chroot|test|run CMD...]" >&2; exit 2 ;; esac
