@@ -60,6 +60,20 @@ def worker(outdir, job):
     gen = torch.Generator().manual_seed(100 + rank)  # each rank its own shard
     losses, grads = [], []
 
+    def train_sharded(model, full_grads):
+        """STEPS steps of a sharded model; full_grads() gives the whole gradients after each."""
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
+        abi.memsave_reset_peak()
+        for _ in range(STEPS):
+            x = torch.randn(BATCH, 3, SIZE, SIZE, generator=gen)
+            y = torch.randint(0, 10, (BATCH,), generator=gen)
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            losses.append(loss.detach().clone())
+            grads.append(full_grads())
+            opt.step()
+
     if job == "fsdp":
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
         from torch.distributed.fsdp.wrap import ModuleWrapPolicy
@@ -70,18 +84,11 @@ def worker(outdir, job):
         # trainable ones requires grad too (and stock's node is already minimal for it).
         wrapped = FSDP(model, device_id=torch.device("cpu"), use_orig_params=True,
                        auto_wrap_policy=ModuleWrapPolicy({nn.Conv2d}))
-        opt = torch.optim.SGD([p for p in wrapped.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
-        abi.memsave_reset_peak()
-        for _ in range(STEPS):
-            x = torch.randn(BATCH, 3, SIZE, SIZE, generator=gen)
-            y = torch.randint(0, 10, (BATCH,), generator=gen)
-            opt.zero_grad()
-            loss = F.cross_entropy(wrapped(x), y)
-            loss.backward()
-            losses.append(loss.detach().clone())
+
+        def full_grads():
             with FSDP.summon_full_params(wrapped, with_grads=True):
-                grads.append([p.grad.clone() for p in wrapped.parameters() if p.requires_grad])
-            opt.step()
+                return [p.grad.clone() for p in wrapped.parameters() if p.requires_grad]
+        train_sharded(wrapped, full_grads)
     elif job == "fsdp2":
         from torch.distributed.fsdp import fully_shard
 
@@ -90,17 +97,7 @@ def worker(outdir, job):
             if isinstance(m, nn.Conv2d):
                 fully_shard(m)
         fully_shard(model)
-        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
-        abi.memsave_reset_peak()
-        for _ in range(STEPS):
-            x = torch.randn(BATCH, 3, SIZE, SIZE, generator=gen)
-            y = torch.randint(0, 10, (BATCH,), generator=gen)
-            opt.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            losses.append(loss.detach().clone())
-            grads.append([p.grad.full_tensor().clone() for p in model.parameters() if p.requires_grad])
-            opt.step()
+        train_sharded(model, lambda: [p.grad.full_tensor().clone() for p in model.parameters() if p.requires_grad])
     else:
         class Net(nn.Module):
             def __init__(self):
@@ -144,13 +141,16 @@ def worker(outdir, job):
 
 def fully_shard_runs_on_cpu(torch):
     """FSDP2 on CPU: 2.6's fully_shard needs a device stream ('Stream' object has no attribute
-    'record_event'); later releases run it with gloo. Decided by version: 2.6 and earlier no."""
+    'record_event'); later releases run it with gloo. Decided by version: 2.6 and earlier no
+    (1.13's torch.distributed.fsdp does not even import under Python 3.11)."""
     major, minor = (int(v) for v in torch.__version__.split("+")[0].split(".")[:2])
+    if (major, minor) <= (2, 6):
+        return False
     try:
         from torch.distributed.fsdp import fully_shard  # noqa: F401
     except ImportError:
         return False
-    return (major, minor) > (2, 6)
+    return True
 
 
 def main(lib):
