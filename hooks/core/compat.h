@@ -108,7 +108,7 @@ NodePtr<N> make_node(Args&&... args) {
   return compat_detail::Nodes<kIntrusiveNodes>::template make<N>(std::forward<Args>(args)...);
 }
 
-// An owning pointer to `node` from inside its own methods (shared_from_this before 2.12).
+// An owning pointer to `node` from inside its own methods (shared_from_this before pytorch#181139).
 template <class N>
 auto self_ptr(N* node) {
   return compat_detail::Nodes<kIntrusiveNodes>::self(static_cast<torch::autograd::Node*>(node));

@@ -87,8 +87,9 @@ std::string stock_version_hint() {
   // Made directly on the CPU (no dispatch: no mode or tracing sees it), no elements.
   at::Tensor t(at::detail::empty_cpu({0}, at::TensorOptions().dtype(at::kFloat)));
   torch::autograd::SavedVariable saved(t, /*is_output=*/false);
-  torch::autograd::impl::bump_version(t);
   try {
+    // Both raise: a tensor without a version counter (inference mode) gives no hint.
+    torch::autograd::impl::bump_version(t);
     (void)saved.unpack();
   } catch (const c10::Error& e) {
     const std::string msg = e.what_without_backtrace();
