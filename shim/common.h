@@ -26,6 +26,11 @@ extern "C" {
 int memsave__parse_bool(const char *value, int *out);
 /* A plain decimal integer from lo to hi. */
 int memsave__parse_int(const char *value, long lo, long hi, int *out);
+/* MEMSAVE_POISON: 0/off/no/false, 1/on/yes/true/nan (NaN), max (the largest finite value),
+ * in any case; *out is a MEMSAVE_POISON_* value (hooks_abi.h). */
+int memsave__parse_poison(const char *value, int *out);
+/* "off", "nan" or "max". */
+const char *memsave__poison_name(int poison);
 /* "conv,relu", "all", "all,-linear", "-dropout" (the default set minus dropout): a list that
  * starts with an exclusion starts from the default set. Unknown names give 0. */
 int memsave__parse_ops(const char *value, unsigned *out);

@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "common.h"
+#include "hooks_abi.h"
 
 /* The table's row order is the ABI (memsave.h): these values may never change. */
 _Static_assert(MEMSAVE_FAMILY_CONV == 0 && MEMSAVE_FAMILY_LINEAR == 1 && MEMSAVE_FAMILY_BATCHNORM == 2 &&
@@ -41,6 +42,18 @@ int memsave__parse_bool(const char *v, int *out) {
     if (strcasecmp(v, off[i]) == 0) { *out = 0; return 1; }
   }
   return 0;
+}
+
+int memsave__parse_poison(const char *v, int *out) {
+  int on;
+  if (memsave__parse_bool(v, &on)) { *out = on ? MEMSAVE_POISON_NAN : MEMSAVE_POISON_OFF; return 1; }
+  if (strcasecmp(v, "nan") == 0) { *out = MEMSAVE_POISON_NAN; return 1; }
+  if (strcasecmp(v, "max") == 0) { *out = MEMSAVE_POISON_MAX; return 1; }
+  return 0;
+}
+
+const char *memsave__poison_name(int poison) {
+  return poison == MEMSAVE_POISON_NAN ? "nan" : poison == MEMSAVE_POISON_MAX ? "max" : "off";
 }
 
 int memsave__parse_int(const char *v, long lo, long hi, int *out) {

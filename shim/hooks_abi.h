@@ -26,8 +26,9 @@ extern "C" {
 /* 2: MEMSAVE_TRACE and the call-site table, the CUDA snapshot.
  * 3: MEMSAVE_TIMELINE and the timeline buffer.
  * 4: the options in one struct (no copies), families_registered/_unavailable, the bytes
- *    kept apart as activations and parameters (issue 11). */
-#define MEMSAVE_HOOKS_ABI_VERSION 4
+ *    kept apart as activations and parameters (issue 11).
+ * 5: MEMSAVE_POISON and the count of poisoned stand-ins (issue 23). */
+#define MEMSAVE_HOOKS_ABI_VERSION 5
 #define MEMSAVE_HOOKS_INIT_SYMBOL "memsave_hooks_init"
 
 /* Levels of the `log` service: warnings are always printed; info and debug follow
@@ -111,7 +112,12 @@ struct memsave_options {
   char hooks[4096];    /* MEMSAVE_HOOKS: "" = libmemsave_hooks.so next to libmemsave.so */
   char report[4096];   /* MEMSAVE_REPORT: "" = no report, "stderr", or a path (%p = pid) */
   char timeline[4096]; /* MEMSAVE_TIMELINE: "" = no samples, or a path (%p = pid) */
+  int poison;          /* MEMSAVE_POISON: MEMSAVE_POISON_* below */
 };
+
+/* MEMSAVE_POISON: what every stand-in is filled with (Note [Poisoned stand-in] in
+ * hooks/core/standin.h). OFF leaves it untouched, as it is made for speed. */
+enum { MEMSAVE_POISON_OFF = 0, MEMSAVE_POISON_NAN = 1, MEMSAVE_POISON_MAX = 2 };
 
 /* Tensor bytes kept for backward, split by what they are. Activations: tensors computed by
  * the forward (inputs, outputs, masks, batch statistics). Parameters: leaves that live in
@@ -145,6 +151,8 @@ struct memsave_shared {
   int64_t cuda_peak_bytes[MEMSAVE_MAX_CUDA_DEVICES]; /* hooks: peak allocated bytes per device */
   const char *cuda_reason;         /* hooks: static text, for MEMSAVE_CUDA_UNAVAILABLE */
   struct memsave_timeline *timeline_table; /* hooks: set when opts.timeline is set */
+  const uint64_t *poisoned;        /* hooks: stand-ins filled under MEMSAVE_POISON so far (read with
+                                      __atomic_load_n); set when opts.poison is on */
   /* Services of the shim. */
   void (*log)(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
   void (*note_fallback)(int family, const char *reason);

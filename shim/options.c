@@ -17,7 +17,8 @@ enum kind {
   KIND_INT,    /* int: a plain integer from lo to hi */
   KIND_OPS,    /* unsigned: a family list (the family table's names) */
   KIND_PATH,   /* char[]: any string that fits */
-  KIND_OUTPUT  /* char[]: a path whose directory can be written now (the file comes at exit) */
+  KIND_OUTPUT, /* char[]: a path whose directory can be written now (the file comes at exit) */
+  KIND_POISON  /* int: MEMSAVE_POISON_* (the poison grammar) */
 };
 
 struct option {
@@ -55,6 +56,9 @@ static const struct option table[] = {
     /* MEMSAVE_TIMELINE (default: none). */
     {"MEMSAVE_TIMELINE", KIND_OUTPUT, FIELD(timeline), 0, 0, 0, "(none)", "a path in a writable directory (%p = pid)",
      "CSV of CPU tensor bytes over time, written at exit"},
+    /* MEMSAVE_POISON (default off). */
+    {"MEMSAVE_POISON", KIND_POISON, FIELD(poison), MEMSAVE_POISON_OFF, 0, 0, NULL, "0/off, 1/on/nan, max",
+     "a check: fill every stand-in with NaN (1) or the largest finite value (max); gradients must not change"},
 };
 #define NOPTIONS (sizeof table / sizeof table[0])
 
@@ -83,6 +87,7 @@ static int parse(const struct option *o, const char *v, void *field, int *err) {
     case KIND_BOOL: return memsave__parse_bool(v, field);
     case KIND_INT: return memsave__parse_int(v, o->lo, o->hi, field);
     case KIND_OPS: return memsave__parse_ops(v, field);
+    case KIND_POISON: return memsave__parse_poison(v, field);
     case KIND_PATH:
     case KIND_OUTPUT:
       if (strlen(v) >= o->size) *err = ENAMETOOLONG;
@@ -96,14 +101,15 @@ static int parse(const struct option *o, const char *v, void *field, int *err) {
 
 static void set_default(const struct option *o, void *field) {
   if (o->kind == KIND_OPS) *(unsigned *)field = (unsigned)o->dflt;
-  else if (o->kind == KIND_BOOL || o->kind == KIND_INT) *(int *)field = (int)o->dflt;
+  else if (o->kind == KIND_BOOL || o->kind == KIND_INT || o->kind == KIND_POISON) *(int *)field = (int)o->dflt;
   else *(char *)field = '\0';
 }
 
 /* The field's value as the listing shows it. */
 static const char *show(const struct option *o, const void *field, char *buf, size_t cap) {
   if (o->kind == KIND_OPS) return memsave__ops_string(*(const unsigned *)field, buf, cap);
-  if (o->kind == KIND_BOOL || o->kind == KIND_INT) snprintf(buf, cap, "%d", *(const int *)field);
+  if (o->kind == KIND_POISON) snprintf(buf, cap, "%s", memsave__poison_name(*(const int *)field));
+  else if (o->kind == KIND_BOOL || o->kind == KIND_INT) snprintf(buf, cap, "%d", *(const int *)field);
   else snprintf(buf, cap, "%s", *(const char *)field ? (const char *)field : o->unset);
   return buf;
 }

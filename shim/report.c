@@ -81,6 +81,11 @@ static void write_json_trace(FILE *f, const struct memsave_trace *t) {
   fprintf(f, "]}");
 }
 
+/* Stand-ins filled under MEMSAVE_POISON (Note [Poisoned stand-in] in hooks/core/standin.h). */
+static uint64_t poisoned(const struct memsave_shared *s) {
+  return s->poisoned ? __atomic_load_n(s->poisoned, __ATOMIC_RELAXED) : 0;
+}
+
 static void write_json(FILE *f, const struct memsave_stats *st, int torch_state) {
   const struct memsave_shared *s = &memsave__shared;
   const char *states[MEMSAVE_FAMILY_COUNT];
@@ -110,7 +115,8 @@ static void write_json(FILE *f, const struct memsave_stats *st, int torch_state)
     memsave__json_string(f, r->text);
     fprintf(f, ",\"count\":%llu}", (unsigned long long)r->count);
   }
-  fprintf(f, "]");
+  fprintf(f, "],\"poison\":{\"pattern\":\"%s\",\"stand_ins\":%llu}", memsave__poison_name(s->opts.poison),
+          (unsigned long long)poisoned(s));
   if (s->trace_table)
     write_json_trace(f, s->trace_table);
   else if (s->opts.trace > 0 && memsave_is_active()) /* hooks without libunwind (trace.cpp) */
@@ -160,6 +166,10 @@ static void write_text(FILE *f, const struct memsave_stats *st, int torch_state)
   family_states(states, torch_state);
   memsave__family_rows(f, "memsave:   ", states, memsave_is_active(), st);
   fprintf(f, "memsave:   kept for backward: %s\n", memsave__kept_line(st, line, sizeof line));
+  if (s->opts.poison && memsave_is_active())
+    fprintf(f, "memsave:   poison: %llu stand-ins filled with %s (MEMSAVE_POISON, a check: gradients must not "
+            "change; memory figures are not a run's)\n", (unsigned long long)poisoned(s),
+            s->opts.poison == MEMSAVE_POISON_NAN ? "NaN" : "the largest finite value");
   fprintf(f, "memsave:   CPU tensor bytes: peak %s, at exit %s\n", memsave__human(st->cpu_peak_total_bytes, a, sizeof a),
           memsave__human(st->cpu_current_bytes, b, sizeof b));
   if (s->cuda_state == MEMSAVE_CUDA_PRESENT) {

@@ -9,6 +9,7 @@
 
 #include "bitmask.h"
 #include "internal.h"
+#include "standin.h"
 #include "kernel.h"
 
 namespace memsave {
@@ -66,6 +67,8 @@ extern "C" __attribute__((visibility("default"))) int memsave_hooks_init(struct 
     install_counting_allocator();
     cuda_install_snapshot();
     if (!shared->opts.enable) return 0;
+    set_poison(shared->opts.poison);  // Note [Poisoned stand-in] (standin.h)
+    if (shared->opts.poison) shared->poisoned = poisoned_count();
     if (shared->opts.trace > 0) trace_init();
     register_stand_in_op();
     register_mask_flags_op();

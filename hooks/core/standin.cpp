@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// standin.cpp: Note [Untouched stand-in] and Note [Live stand-in] (standin.h).
+// standin.cpp: Note [Untouched stand-in], Note [Live stand-in] and Note [Poisoned stand-in]
+// (standin.h).
 #include "standin.h"
 
 #include "internal.h"
@@ -9,11 +10,16 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_strided.h>
+#include <ATen/ops/full_like.h>
 #include <torch/library.h>
+
+#include <c10/core/ScalarType.h>
+#include <c10/util/Exception.h>
 
 #include <sys/mman.h>
 
 #include <atomic>
+#include <limits>
 
 namespace memsave {
 namespace {
@@ -32,11 +38,64 @@ void unmap(void* ctx) {
 // The mapping of Note [Untouched stand-in], or an undefined tensor.
 at::Tensor mapped_strided(at::IntArrayRef sizes, at::IntArrayRef strides, const at::TensorOptions& options);
 
+// Note [Poisoned stand-in] (standin.h).
+std::atomic<int> g_poison{MEMSAVE_POISON_OFF};
+uint64_t g_poisoned;  // __atomic builtins: the shim reads it through memsave_shared::poisoned
+
+// The dtype's largest finite value.
+template <class T>
+at::Scalar largest() {
+  return at::Scalar(std::numeric_limits<T>::max());
+}
+
+at::Scalar poison_value(at::ScalarType t, int pattern) {
+  if (t == at::kBool) return at::Scalar(true);
+  if (at::isFloatingType(t) || at::isComplexType(t)) {
+    if (pattern == MEMSAVE_POISON_NAN) return at::Scalar(std::numeric_limits<double>::quiet_NaN());
+    switch (at::toRealValueType(t)) {
+      case at::kHalf: return largest<c10::Half>();
+      case at::kBFloat16: return largest<c10::BFloat16>();
+      case at::kFloat: return largest<float>();
+      case at::kDouble: return largest<double>();
+      default: return at::Scalar(std::numeric_limits<double>::quiet_NaN());  // float8 and others
+    }
+  }
+  switch (t) {
+    case at::kByte: return largest<uint8_t>();
+    case at::kChar: return largest<int8_t>();
+    case at::kShort: return largest<int16_t>();
+    case at::kInt: return largest<int32_t>();
+    case at::kLong: return largest<int64_t>();
+    default: return at::Scalar(1);
+  }
+}
+
+// Fills a fresh stand-in with the pattern: in place on a plain tensor (no autograd, no view
+// tracking); traced, out of place, because compiled autograd drops in-place writes into a
+// tensor made while tracing (Note [Compiled autograd] in node.h).
+at::Tensor poisoned(at::Tensor t) {
+  const int pattern = g_poison.load(std::memory_order_relaxed);
+  if (pattern == MEMSAVE_POISON_OFF || t.is_meta()) return t;
+  const at::Scalar value = poison_value(t.scalar_type(), pattern);
+  __atomic_add_fetch(&g_poisoned, 1, __ATOMIC_RELAXED);
+  if (tracing()) return at::full_like(t, value);
+  at::AutoDispatchBelowADInplaceOrView guard;
+  if (t.numel() > 0) t.fill_(value);
+  return t;
+}
+
+// A poisoned stand-in: on the CPU a mapping whatever its size (Note [Poisoned stand-in]).
+at::Tensor poisoned_strided(at::IntArrayRef sizes, at::IntArrayRef strides, const at::TensorOptions& options) {
+  at::Tensor t = mapped_strided(sizes, strides, options);
+  return poisoned(t.defined() ? t : at::empty_strided(sizes, strides, options));
+}
+
 #if MEMSAVE_COMPILE_TRACING
 // memsave::stand_in's kernel, on BackendSelect (it has no tensor argument): meta tensors for
 // tracing (FakeTensorMode and inductor call it with device=meta), the mapping otherwise.
 at::Tensor stand_in_kernel(at::IntArrayRef sizes, at::IntArrayRef strides, at::ScalarType dtype, at::Device device) {
   const at::TensorOptions options = at::TensorOptions().dtype(dtype).device(device);
+  if (poisoning() && !device.is_meta()) return poisoned_strided(sizes, strides, options);
   if (!device.is_meta())
     if (at::Tensor t = mapped_strided(sizes, strides, options); t.defined()) return t;
   return at::empty_strided(sizes, strides, options);
@@ -49,6 +108,7 @@ at::Tensor stand_in_like_kernel(const at::Tensor& like, at::IntArrayRef like_str
   std::vector<int64_t> st = strides.vec();
   if (like.strides() != like_strides && like.dim() == static_cast<int64_t>(sizes.size()))
     st = at::empty(sizes, options.device(at::kMeta), like.suggest_memory_format()).strides().vec();
+  if (poisoning() && !like.is_meta()) return poisoned_strided(sizes, st, options);
   if (!like.is_meta())
     if (at::Tensor t = mapped_strided(sizes, st, options); t.defined()) return t;
   return at::empty_strided(sizes, st, options);
@@ -84,7 +144,8 @@ void register_stand_in_op() {}
 namespace {
 
 at::Tensor mapped_strided(at::IntArrayRef sizes, at::IntArrayRef strides, const at::TensorOptions& options) {
-  constexpr size_t kMinBytes = size_t{1} << 20;
+  // Under poison, any size (Note [Poisoned stand-in]).
+  const size_t kMinBytes = poisoning() ? 0 : size_t{1} << 20;
   if (options.device().is_cpu() && options.layout() == at::kStrided && sizes.size() == strides.size()) {
     const size_t item = options.dtype().itemsize();
     size_t bytes = item;  // the storage extent of the geometry
@@ -121,10 +182,24 @@ at::Tensor untouched_strided(at::IntArrayRef sizes, at::IntArrayRef strides, con
       return op.call(sizes, strides, options.dtype().toScalarType(), options.device());
     }
 #endif
-    return at::empty_strided(sizes, strides, options);
+    return poisoned(at::empty_strided(sizes, strides, options));
   }
+  if (poisoning()) return poisoned_strided(sizes, strides, options);
   if (at::Tensor t = mapped_strided(sizes, strides, options); t.defined()) return t;
   return at::empty_strided(sizes, strides, options);
+}
+
+void set_poison(int pattern) { g_poison.store(pattern); }
+bool poisoning() { return g_poison.load(std::memory_order_relaxed) != MEMSAVE_POISON_OFF; }
+uint64_t* poisoned_count() { return &g_poisoned; }
+
+at::Tensor stand_in_for(const at::Tensor& t) {
+  if (!poisoning()) return t;
+  return untouched_strided(t.sizes(), t.strides(), t.options());
+}
+
+at::Tensor expanded_stand_in(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  return poisoned(at::empty({}, options)).expand(sizes);
 }
 
 at::Tensor Geometry::stand_in_like(const at::Tensor& like) const {
@@ -140,7 +215,8 @@ at::Tensor Geometry::stand_in_like(const at::Tensor& like) const {
 }
 
 at::Tensor Geometry::stand_in() const {
-  if (tracing()) return empty_strided();  // never the real input in a traced graph
+  // Never the real input in a traced graph, nor under poison (Note [Poisoned stand-in]).
+  if (tracing() || poisoning()) return empty_strided();
   at::Tensor t(live.lock());
   if (t.defined() && t.sizes().equals(sizes) && t.strides().equals(strides) && t.dtype() == options.dtype() &&
       t.device() == options.device() && t.layout() == c10::kStrided)

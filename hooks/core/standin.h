@@ -38,6 +38,25 @@ namespace memsave {
 // inductor's by up to 1e-6 relative).
 at::Tensor untouched_strided(at::IntArrayRef sizes, at::IntArrayRef strides, const at::TensorOptions& options);
 
+// Note [Poisoned stand-in]: everything above rests on one claim, that the backward kernels
+// we call never read a stand-in's values. MEMSAVE_POISON checks it instead of assuming it:
+// every stand-in is then filled with a pattern (NaN, or the dtype's largest finite value),
+// the live input is never borrowed (its values are right, so a read would go unseen), and a
+// gradient that reads one changes, which the equality tests compare bit for bit with stock.
+// On the CPU a poisoned stand-in is always a private mapping, whatever its size, so that the
+// counted tensor bytes stay those of a run without poison (never more); its pages are
+// written, so RSS grows. A kernel that reads a stand-in and then ignores what it read is not
+// caught: only values that reach a gradient are.
+void set_poison(int pattern);  // MEMSAVE_POISON_* (shim/hooks_abi.h); init.cpp, and the tests
+bool poisoning();
+uint64_t* poisoned_count();    // stand-ins filled so far (the report's line)
+// A stand-in for a tensor backward already has with the input's geometry (Note [Batch norm
+// stand-in]: the gradient): `t` itself, or under poison a poisoned tensor with its geometry.
+at::Tensor stand_in_for(const at::Tensor& t);
+// A stand-in for a contiguous input whose suggested memory format is contiguous: one element
+// expanded (Note [Pool stand-in] in ops/pool.cpp), poisoned under MEMSAVE_POISON.
+at::Tensor expanded_stand_in(at::IntArrayRef sizes, const at::TensorOptions& options);
+
 // Geometry of a tensor we do not keep: enough to build a stand-in with the same sizes,
 // strides, dtype and device (Note [Stand-in] in ops/conv.cpp).
 //

@@ -130,7 +130,7 @@ class MemsaveBatchNormBackward final : public MemsaveNode<BatchNormSaved> {
     // when they are not, the gradient serves in the graph as it does in eager, and a compiler
     // that changes its layout changes the stand-in's with it (Note [Traced stand-in]).
     const bool symbolic = grad.unsafeGetTensorImpl()->has_symbolic_sizes_strides();
-    if (!at::GradMode::is_enabled() && !symbolic && has_input_geometry(grad)) return grad;
+    if (!at::GradMode::is_enabled() && !symbolic && has_input_geometry(grad)) return stand_in_for(grad);
     return tracing() ? input_.stand_in_like(grad) : input_.empty_strided();
   }
 
@@ -156,7 +156,7 @@ class MemsaveBatchNormBackward final : public MemsaveNode<BatchNormSaved> {
     for (int64_t start = 0; start < n; start += per) {
       const at::Tensor g = grad.narrow(0, start, std::min(per, n - start));
       // The piece is its own stand-in, as the whole gradient is in Note [Batch norm stand-in].
-      auto res = at::native_batch_norm_backward(g, g, s.weight, s.running_mean, s.running_var, s.save_mean,
+      auto res = at::native_batch_norm_backward(g, stand_in_for(g), s.weight, s.running_mean, s.running_var, s.save_mean,
                                                 s.save_invstd, /*train=*/false, eps_, {true, false, false});
       g.copy_(std::get<0>(res));
     }

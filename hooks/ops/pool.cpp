@@ -60,7 +60,7 @@ class PoolBackward : public MemsaveNode<Saved> {
       if (tracing() && !grad.unsafeGetTensorImpl()->has_symbolic_sizes_strides())
         s = input_.stand_in_like(grad);
       else
-        s = expand_stand_in_ ? at::empty({}, input_.options).expand(input_.sizes) : input_.empty_strided();
+        s = expand_stand_in_ ? expanded_stand_in(input_.sizes, input_.options) : input_.empty_strided();
     }
     if (at::GradMode::is_enabled()) torch::autograd::impl::set_gradient_edge(s, this->next_edge(0));
     return s;
