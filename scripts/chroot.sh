@@ -26,7 +26,9 @@
 # MEMSAVE_<SUITE>_SECURITY_MIRROR (override the host's mirrors), MEMSAVE_<SUITE>_APT_ETC (the
 # host's apt folder, default /etc/apt), MEMSAVE_<SUITE>_JOBS (build parallelism, default
 # nproc), MEMSAVE_<SUITE>_BUILD (the build folder inside the chroot, default /build; one per
-# source tree keeps their builds incremental), CTEST_ARGS (extra ctest arguments),
+# source tree keeps their builds incremental), MEMSAVE_<SUITE>_POISON (nan or max: the
+# equality tests run with MEMSAVE_POISON set to it, tests/CMakeLists.txt's
+# MEMSAVE_TEST_POISON; default empty, off), CTEST_ARGS (extra ctest arguments),
 # CTEST_JOBS (ctest parallelism, default nproc: tests/CMakeLists.txt serialises the tests
 # that must run alone).
 set -euo pipefail
@@ -43,6 +45,8 @@ root=$(setting ROOT "/var/cache/libmemsave/$suite")
 jobs=$(setting JOBS "$(nproc)")
 build=$(setting BUILD /build)
 case "$build" in /?*) ;; *) echo "$me: MEMSAVE_${SUITE}_BUILD must be an absolute path inside the chroot" >&2; exit 2 ;; esac
+poison=$(setting POISON)
+case "$poison" in "" | nan | max) ;; *) echo "$me: MEMSAVE_${SUITE}_POISON must be nan, max or empty" >&2; exit 2 ;; esac
 # file: CPack finds shared objects with it (package.sh); python3-dev, python3-setuptools:
 # torch.compile's inductor builds its C++ kernels with them (test_compiled_autograd --inductor);
 # jq: bench/run.sh reads memsave ab's JSON with it.
@@ -180,7 +184,7 @@ if [ "$mode" = run ]; then
   set -e
   exit $rc
 fi
-in_chroot sh -c "cmake -S /src -B '$build' -DCMAKE_BUILD_TYPE=RelWithDebInfo >'$build.configure.log' 2>&1 || { cat '$build.configure.log'; exit 1; }"
+in_chroot sh -c "cmake -S /src -B '$build' -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMEMSAVE_TEST_POISON='$poison' >'$build.configure.log' 2>&1 || { cat '$build.configure.log'; exit 1; }"
 in_chroot cmake --build "$build" -j"$jobs"
 t2=$(date +%s)
 log "built in $(elapsed $((t2 - t1)))"

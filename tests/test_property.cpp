@@ -125,35 +125,61 @@ struct Case {
 
 enum class Verdict { kRan, kRejected, kRanOnRerun, kStockVaries };
 
-// Stock, then libmemsave, on one case. When they differ, stock runs the case up to three
-// more times: a few stock kernels give history-dependent bits (Note [Stock varies]). The case
-// passes when ours equals one of stock's runs (kRanOnRerun when only a rerun: counted and
-// printed), is set aside (kStockVaries, counted, at most 1% of a family's cases) when stock's
-// runs differ among themselves and none equals ours, and fails, every difference reported,
-// when stock repeats itself and ours differs.
+// Writes a pattern into memory the allocator has free, so that a stock kernel that reads
+// memory it never wrote gives other bits on its next run (Note [Stock varies]).
+void scribble_free_memory(int round) {
+  std::vector<at::Tensor> held;
+  for (int64_t n = 16; n <= (int64_t{1} << 18); n *= 4)
+    for (int k = 0; k < 4; k++) held.push_back(at::full({n}, round % 2 ? 1e30 : -3.0, at::kFloat));
+}
+
+// Stock, then libmemsave, on one case (`run(on)`: a first-order or a double backward).
+// When they differ, stock runs the case up to three more times, each after scribbling over
+// free memory: a few stock kernels give history-dependent bits (Note [Stock varies]). The
+// case passes when ours equals one of stock's runs (kRanOnRerun when only a rerun: counted
+// and printed), is set aside (kStockVaries, counted, at most 1% of a family's cases) when
+// stock's runs differ among themselves and none equals ours, and fails, every difference
+// reported, when stock repeats itself and ours differs.
 //
 // Note [Stock varies]: with seed 19164264074859 on 1.13 (this 2-core AMD EPYC with AVX-512),
 // conv case 605 (bfloat16, every argument requiring grad, so stock's own node runs: a
 // passthrough) gives a weight gradient 3e-7 away from the stock run just before it, in the
 // 1000-case sequence only, never alone: stock's bfloat16 convolution backward depends on what
 // ran before it in the process. A fixed seed hid it; now each run draws a fresh seed.
-Verdict compare_case(const Case& c, const std::string& where, const GradOut& go) {
-  const Run stock = run_once(false, c.forward, c.args, c.pattern, go);
-  const Run ours = run_once(true, c.forward, c.args, c.pattern, go);
+// The cause, found for issue 23 with seed 14240707376668201455 (conv case 0, bfloat16, weight
+// channels-last, only the weight requiring grad, compared under double backward, where no
+// rerun was made then): stock's mkldnn (oneDNN) bfloat16 weight gradient of a channels-last
+// convolution leaves the weight elements that only ever meet padding unwritten, so they hold
+// whatever the allocator's memory held. No node of ours is built in that case (MEMSAVE=0
+// gives the same difference), and stock alone shows it on 1.13, 2.6 and 2.14 (docs/pytorch.md
+// §2.4). Double backward is judged the same way now.
+Verdict judge(const std::function<Run(bool on)>& run, const std::string& where, const std::vector<size_t>& buffers) {
+  const Run stock = run(false);
+  const Run ours = run(true);
   const Verdict ran = stock.error.empty() ? Verdict::kRan : Verdict::kRejected;
-  if (equal_runs(stock, ours, c.buffers)) return ran;
+  if (equal_runs(stock, ours, buffers)) return ran;
   bool varies = false;
   for (int again = 0; again < 3; again++) {
-    const Run other = run_once(false, c.forward, c.args, c.pattern, go);
-    if (equal_runs(other, ours, c.buffers)) return Verdict::kRanOnRerun;
-    varies = varies || !equal_runs(other, stock, c.buffers);
+    scribble_free_memory(again);
+    const Run other = run(false);
+    if (equal_runs(other, ours, buffers)) return Verdict::kRanOnRerun;
+    varies = varies || !equal_runs(other, stock, buffers);
   }
   if (varies) {
     std::printf("[ property ] %s: stock's own runs differ; set aside\n", where.c_str());
     return Verdict::kStockVaries;
   }
-  expect_equal_runs(stock, ours, where, c.buffers);
+  expect_equal_runs(stock, ours, where, buffers);
   return ran;
+}
+
+Verdict compare_case(const Case& c, const std::string& where, const GradOut& go) {
+  return judge([&](bool on) { return run_once(on, c.forward, c.args, c.pattern, go); }, where, c.buffers);
+}
+
+Verdict compare_double(const Case& c, const std::string& where) {
+  return judge([&](bool on) { return double_backward_run(on, c.forward, c.args, c.pattern); }, where + " double backward",
+               {});
 }
 
 // Runs `cases` cases of one family against stock and prints the figures. Stops at the
@@ -183,7 +209,12 @@ void property(const char* family, int family_id, const std::function<Case(Draw&)
       case Verdict::kRejected: rejected++; break;
       case Verdict::kStockVaries: stock_varies++; break;
     }
-    if (twice && c.pattern && c.double_backward) double_backward += compare_double_backward(c.forward, c.args, c.pattern, where);
+    if (twice && c.pattern && c.double_backward) switch (compare_double(c, where)) {
+        case Verdict::kRan: double_backward++; break;
+        case Verdict::kRanOnRerun: double_backward++, on_rerun++; break;
+        case Verdict::kRejected: break;
+        case Verdict::kStockVaries: stock_varies++; break;
+      }
     if (::testing::Test::HasFailure()) {
       std::printf("[ property ] %s failed; rerun with MEMSAVE_PROPERTY_SEED=%llu MEMSAVE_PROPERTY_CASES=1\n", family,
                   static_cast<unsigned long long>(case_seed));
@@ -202,7 +233,9 @@ void property(const char* family, int family_id, const std::function<Case(Draw&)
               static_cast<unsigned long long>(ours),
               static_cast<unsigned long long>(after.passthrough[family_id] - before.passthrough[family_id]),
               static_cast<unsigned long long>(after.fallbacks[family_id] - before.fallbacks[family_id]));
-  // A property that never reaches our nodes proves nothing.
+  // A property that never reaches our nodes proves nothing. Shares need cases: a replay of
+  // one case (MEMSAVE_PROPERTY_CASES=1, as a failure prints) judges that case alone.
+  if (cases < 100) return;
   EXPECT_GE(ran, cases / 2) << family << ": too many configurations rejected";
   EXPECT_LE(stock_varies * 100, cases) << family << ": stock's own runs differ in over 1% of the cases";
   EXPECT_GE(static_cast<int64_t>(ours), cases / 8) << family << ": too few of our nodes built";

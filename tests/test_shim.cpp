@@ -111,7 +111,8 @@ TEST(Options, DocsTableIsTheTable) {
 TEST(Options, BadValuesWarnOnceAndKeepDefault) {
   struct Case {
     const char *name, *value;
-  } cases[] = {{"MEMSAVE", "maybe"}, {"MEMSAVE_OPS", "conv,warp"}, {"MEMSAVE_VERBOSE", "7"}, {"MEMSAVE_TRACE", "-3"}};
+  } cases[] = {{"MEMSAVE", "maybe"}, {"MEMSAVE_OPS", "conv,warp"}, {"MEMSAVE_VERBOSE", "7"}, {"MEMSAVE_TRACE", "-3"},
+               {"MEMSAVE_POISON", "sometimes"}};
   for (const Case& c : cases) {
     std::string err = read_with_env(c.name, c.value);
     EXPECT_EQ(count_lines(err), 1) << err;
@@ -122,6 +123,7 @@ TEST(Options, BadValuesWarnOnceAndKeepDefault) {
   EXPECT_EQ(memsave__shared.opts.enable, 1);
   EXPECT_EQ(memsave__shared.opts.verbose, 0);
   EXPECT_EQ(memsave__shared.opts.trace, 0);
+  EXPECT_EQ(memsave__shared.opts.poison, MEMSAVE_POISON_OFF);
 }
 
 TEST(Options, TooLongPathWarnsOnce) {
@@ -137,6 +139,13 @@ TEST(Options, GoodValuesAreSilent) {
   EXPECT_EQ(memsave__shared.opts.ops_mask, 1u << MEMSAVE_FAMILY_RELU);
   EXPECT_EQ(read_with_env("MEMSAVE_TRACE", "12"), "");
   EXPECT_EQ(memsave__shared.opts.trace, 12);
+  // Issue 23: 1 means NaN; the other patterns by name, in any case.
+  for (const auto& [v, want] : std::vector<std::pair<const char*, int>>{
+           {"1", MEMSAVE_POISON_NAN}, {"ON", MEMSAVE_POISON_NAN}, {"nan", MEMSAVE_POISON_NAN},
+           {"Max", MEMSAVE_POISON_MAX}, {"off", MEMSAVE_POISON_OFF}, {"0", MEMSAVE_POISON_OFF}}) {
+    EXPECT_EQ(read_with_env("MEMSAVE_POISON", v), "") << v;
+    EXPECT_EQ(memsave__shared.opts.poison, want) << v;
+  }
 }
 
 TEST(Abi, StatsAreSizeVersioned) {

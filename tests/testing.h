@@ -323,30 +323,33 @@ inline Pair compare_with_stock(const Forward& forward, const std::vector<at::Ten
 // or of y.sum() when not `through_output`, for every argument that requires grad; then the
 // gradients of the sum of their squares. Stock against libmemsave, errors included (where
 // stock cannot, ours must fail alike). Returns whether stock could.
+inline Run double_backward_run(bool on, const Forward& forward, const std::vector<at::Tensor>& args, unsigned pattern,
+                              bool through_output = true) {
+  return with_memsave(on, [&] {
+    Run r;  // grads: first order, then second order
+    r.leaves = make_leaves(args, pattern);
+    r.error = error_of([&] {
+      const at::Tensor y = forward(r.leaves).at(0);
+      at::Tensor w = at::linspace(-2, 2, y.numel(), y.options()).view(y.sizes());
+      std::vector<at::Tensor> inputs;
+      needing_grad(r.leaves, &inputs);
+      auto g = torch::autograd::grad({through_output ? (y * y * w).sum() : y.sum()}, inputs, {},
+                                     /*retain_graph=*/true, /*create_graph=*/true, /*allow_unused=*/true);
+      at::Tensor second = at::zeros({}, y.options());
+      for (const auto& t : g)
+        if (t.defined()) second = second + t.pow(2).sum();
+      for (const auto& t : g) r.grads.push_back(t.defined() ? t.detach() : t);
+      for (const auto& t : torch::autograd::grad({second}, inputs, {}, c10::nullopt, false, /*allow_unused=*/true))
+        r.grads.push_back(t);
+    });
+    return r;
+  });
+}
+
 inline bool compare_double_backward(const Forward& forward, const std::vector<at::Tensor>& args, unsigned pattern,
                                     const std::string& where, bool through_output = true) {
-  auto once = [&](bool on) {
-    return with_memsave(on, [&] {
-      Run r;  // grads: first order, then second order
-      r.leaves = make_leaves(args, pattern);
-      r.error = error_of([&] {
-        const at::Tensor y = forward(r.leaves).at(0);
-        at::Tensor w = at::linspace(-2, 2, y.numel(), y.options()).view(y.sizes());
-        std::vector<at::Tensor> inputs;
-        needing_grad(r.leaves, &inputs);
-        auto g = torch::autograd::grad({through_output ? (y * y * w).sum() : y.sum()}, inputs, {},
-                                       /*retain_graph=*/true, /*create_graph=*/true, /*allow_unused=*/true);
-        at::Tensor second = at::zeros({}, y.options());
-        for (const auto& t : g)
-          if (t.defined()) second = second + t.pow(2).sum();
-        for (const auto& t : g) r.grads.push_back(t.defined() ? t.detach() : t);
-        for (const auto& t : torch::autograd::grad({second}, inputs, {}, c10::nullopt, false, /*allow_unused=*/true))
-          r.grads.push_back(t);
-      });
-      return r;
-    });
-  };
-  const Run stock = once(false), ours = once(true);
+  const Run stock = double_backward_run(false, forward, args, pattern, through_output);
+  const Run ours = double_backward_run(true, forward, args, pattern, through_output);
   expect_equal_runs(stock, ours, where + " double backward");
   return stock.error.empty();
 }
