@@ -7,6 +7,8 @@
 // The hooks library is not linked into tests, so this test compiles hooks/ops/pool_windows.cpp in.
 #include <ATen/ATen.h>
 
+#include <limits>
+
 #include "../hooks/ops/pool_windows.h"
 #include "testing.h"
 
@@ -62,6 +64,7 @@ void check(const Case& c, at::MemoryFormat format = at::MemoryFormat::Contiguous
                             c10::str(c.stride) + " padding " + c10::str(c.padding) + " dilation " +
                             c10::str(c.dilation) + (c.ceil ? " ceil" : "");
   ASSERT_EQ(offsets.scalar_type(), w.offset_dtype()) << where;
+  EXPECT_TRUE(w.represents(indices, in)) << where;
   int64_t window = 1;
   for (int64_t k : w.kernel) window *= k;
   EXPECT_GE(offsets.to(at::kLong).min().item<int64_t>(), 0) << where;
@@ -104,6 +107,30 @@ TEST(PoolWindows, RoundTripOnStockIndices) {
   for (const Case& c : cases) check(c);
   check(cases[0], at::MemoryFormat::ChannelsLast);
   check(cases[7], at::MemoryFormat::ChannelsLast);
+}
+
+// Note [Index outside its window]: an index off its window's dilation grid, or outside the
+// window, is seen; an index on it is not refused. The case test_property found on 2.6 and 2.14.
+TEST(PoolWindows, IndicesOutsideTheirWindowAreSeen) {
+  const Windows w = *windows_of(3, {2, 1, 1}, {}, {1, 0, 0}, {2, 2, 1});
+  const std::vector<int64_t> in{2, 2, 3};  // one output depth: the window {-1, 1}
+  const at::Tensor on_grid = at::arange(6, 12, at::kLong).view({1, 1, 1, 2, 3});  // depth 1
+  const at::Tensor depth0 = at::arange(0, 6, at::kLong).view({1, 1, 1, 2, 3});     // 2.x channels_last, all -inf
+  EXPECT_TRUE(w.represents(on_grid, in));
+  EXPECT_FALSE(w.represents(depth0, in));
+  at::Tensor one_off = on_grid.clone();
+  one_off.view(-1)[4] = 1;  // one element of six
+  EXPECT_FALSE(w.represents(one_off, in));
+  // Stock's own indices on such an input, the layout that showed it.
+  at::Tensor x = at::randn({2, 3, 2, 2, 3});
+  x.select(2, 1).fill_(-std::numeric_limits<float>::infinity());
+  x = x.contiguous(at::MemoryFormat::ChannelsLast3d);
+  const at::Tensor stock = std::get<1>(at::max_pool3d_with_indices(x, {2, 1, 1}, {}, {1, 0, 0}, {2, 2, 1}, false));
+  const bool in_window = stock.ge(6).all().item<bool>();
+  EXPECT_EQ(w.represents(stock, in), in_window) << "stock's indices span " << stock.min().item<int64_t>() << ".."
+                                                << stock.max().item<int64_t>();
+  // No dilation: max(s_d, 0) is always in the window, nothing is computed.
+  EXPECT_TRUE(windows_of(3, {2, 1, 1}, {}, {1, 0, 0}, {1, 1, 1})->represents(depth0, in));
 }
 
 TEST(PoolWindows, OffsetsOutsideTheWindowAreRefused) {

@@ -313,7 +313,13 @@ struct MaxPoolWithIndices : Pool<MaxPoolWithIndices<Dims>> {
     at::Tensor offsets;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
-      offsets = windows->offsets_in_pieces(indices, this->input.sizes().slice(this->input.dim() - Dims));
+      const at::IntArrayRef in = this->input.sizes().slice(this->input.dim() - Dims);
+      // Note [Index outside its window] (pool_windows.h): stock's indices, as stock keeps them.
+      if (!windows->represents(indices, in)) {
+        node.keep_indices(indices);
+        return this->input_not_kept(tensor_bytes(indices), tensor_bytes(indices));
+      }
+      offsets = windows->offsets_in_pieces(indices, in);
     }
     node.keep_offsets(offsets);
     return this->input_not_kept(tensor_bytes(offsets), tensor_bytes(indices));

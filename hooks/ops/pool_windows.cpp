@@ -170,6 +170,26 @@ at::Tensor Windows::offsets_dilated(const at::Tensor& indices, at::IntArrayRef i
   return local.to(offset_dtype());
 }
 
+bool Windows::represents(const at::Tensor& indices, at::IntArrayRef in) const {
+  bool dilated = false;
+  for (int64_t d : dilation) dilated = dilated || d != 1;
+  if (!dilated) return true;  // max(s_d, 0) is in the window whenever the window meets the input
+  if (tracing()) return false;
+  if (indices.numel() == 0) return true;
+  const int n = dims();
+  at::Tensor rest = indices, off_grid;
+  for (int d = n - 1; d >= 0; d--) {
+    const at::Tensor coord = d > 0 ? rest.remainder(in[d]) : rest;
+    if (d > 0) rest = rest.div(in[d], "trunc");
+    // i_d - s_d must be k_d dil_d with 0 <= k_d < K_d.
+    const at::Tensor step = coord.sub(starts(d, indices.size(indices.dim() - n + d), indices.device()));
+    at::Tensor bad = step.lt(0).logical_or_(step.ge(kernel[d] * dilation[d]));
+    if (dilation[d] != 1) bad.logical_or_(step.remainder(dilation[d]).ne(0));
+    off_grid = off_grid.defined() ? off_grid.logical_or_(bad) : bad;
+  }
+  return !off_grid.any().item<bool>();
+}
+
 c10::optional<Windows> windows_of(int n, const std::vector<int64_t>& kernel, const std::vector<int64_t>& stride,
                                   const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation) {
   Windows w;

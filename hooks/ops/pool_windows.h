@@ -24,6 +24,15 @@ namespace memsave {
 // where i_d and k_d come from index and k by integer division, and the sums over s_d are
 // small tensors of the output's spatial shape. A dimension with S_d == 1 (the 1-d pools,
 // which run as 2-d pools of height 1) has i_d == 0; one with K_d == 1 has k_d == 0.
+// Note [Index outside its window]: one kernel breaks "an element of the window". The CPU
+// channels_last 3-d max pool of 2.6 and 2.14 starts each window's search at its first
+// element clamped into the input (max(s_d, 0)), not at the first element on the dilation
+// grid, and keeps that index when no element beats it: with dilation, padding and only -inf
+// in a window, stock's index names an element outside the window (found by test_property
+// under issue 23, seed 17497279895674684339: max_pool3d k[2,1,1] p[1,0,0] d[2,2,1], an index
+// in depth 0 for the window {-1, 1}; 1.13 picks depth 1). Stock's backward sends the
+// gradient there, so the offsets cannot carry it: with dilation, represents() checks every
+// index and the node keeps stock's indices when one is off its window's grid.
 struct Windows {
   std::vector<int64_t> kernel, stride, padding, dilation;  // one entry per spatial dimension
 
@@ -40,6 +49,10 @@ struct Windows {
   // `out`: the output's spatial sizes (those of the offsets' last dims(), which may be
   // symbolic under compiled autograd: Note [Compiled autograd] in core/node.h).
   at::Tensor indices_in_pieces(const at::Tensor& offsets, at::IntArrayRef in, at::IntArrayRef out) const;
+
+  // Whether every one of stock's indices is an element of its window (Note [Index outside
+  // its window]): false when one is not, and traced with dilation (no values to look at).
+  bool represents(const at::Tensor& indices, at::IntArrayRef in) const;
 
   // The conversions of a whole tensor (what offsets_in_pieces does on each piece).
   at::Tensor offsets(const at::Tensor& indices, at::IntArrayRef in) const;
