@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <strings.h>
 #include <functional>
 #include <initializer_list>
 #include <limits>
@@ -386,8 +387,9 @@ inline bool peak_measurable() {
 // counted bytes, so CPU peaks stay a run's). There the memory tests still compare their
 // results bit for bit but skip their peak checks, and say so once.
 inline bool peaks_are_a_runs() {
-  const char* p = std::getenv("MEMSAVE_POISON");
-  const bool poisoned = p && *p && std::strcmp(p, "0") != 0 && std::strcmp(p, "off") != 0;
+  const char* p = std::getenv("MEMSAVE_POISON");  // off: unset, empty, or the boolean grammar's off values
+  bool poisoned = p && *p;
+  for (const char* off : {"0", "off", "no", "false"}) poisoned = poisoned && strcasecmp(p, off) != 0;
   if (!poisoned || !on_cuda()) return true;
   static const bool said = (std::printf("[ poison ] CUDA peaks are not a run's under MEMSAVE_POISON: peak checks skipped\n"), true);
   (void)said;

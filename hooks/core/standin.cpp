@@ -84,8 +84,9 @@ at::Tensor poisoned(at::Tensor t) {
   return t;
 }
 
-// A poisoned stand-in: on the CPU a mapping whatever its size (Note [Poisoned stand-in]).
-at::Tensor poisoned_strided(at::IntArrayRef sizes, at::IntArrayRef strides, const at::TensorOptions& options) {
+// A stand-in on a real device: the mapping of Note [Untouched stand-in] (under poison
+// whatever its size), else an allocation; filled under poison (Note [Poisoned stand-in]).
+at::Tensor real_stand_in(at::IntArrayRef sizes, at::IntArrayRef strides, const at::TensorOptions& options) {
   at::Tensor t = mapped_strided(sizes, strides, options);
   return poisoned(t.defined() ? t : at::empty_strided(sizes, strides, options));
 }
@@ -95,10 +96,7 @@ at::Tensor poisoned_strided(at::IntArrayRef sizes, at::IntArrayRef strides, cons
 // tracing (FakeTensorMode and inductor call it with device=meta), the mapping otherwise.
 at::Tensor stand_in_kernel(at::IntArrayRef sizes, at::IntArrayRef strides, at::ScalarType dtype, at::Device device) {
   const at::TensorOptions options = at::TensorOptions().dtype(dtype).device(device);
-  if (poisoning() && !device.is_meta()) return poisoned_strided(sizes, strides, options);
-  if (!device.is_meta())
-    if (at::Tensor t = mapped_strided(sizes, strides, options); t.defined()) return t;
-  return at::empty_strided(sizes, strides, options);
+  return device.is_meta() ? at::empty_strided(sizes, strides, options) : real_stand_in(sizes, strides, options);
 }
 
 // memsave::stand_in_like's kernel (CompositeExplicitAutograd: CPU, CUDA, meta).
@@ -108,10 +106,7 @@ at::Tensor stand_in_like_kernel(const at::Tensor& like, at::IntArrayRef like_str
   std::vector<int64_t> st = strides.vec();
   if (like.strides() != like_strides && like.dim() == static_cast<int64_t>(sizes.size()))
     st = at::empty(sizes, options.device(at::kMeta), like.suggest_memory_format()).strides().vec();
-  if (poisoning() && !like.is_meta()) return poisoned_strided(sizes, st, options);
-  if (!like.is_meta())
-    if (at::Tensor t = mapped_strided(sizes, st, options); t.defined()) return t;
-  return at::empty_strided(sizes, st, options);
+  return like.is_meta() ? at::empty_strided(sizes, st, options) : real_stand_in(sizes, st, options);
 }
 
 using StandInFn = at::Tensor(at::IntArrayRef, at::IntArrayRef, at::ScalarType, at::Device);
@@ -184,9 +179,7 @@ at::Tensor untouched_strided(at::IntArrayRef sizes, at::IntArrayRef strides, con
 #endif
     return poisoned(at::empty_strided(sizes, strides, options));
   }
-  if (poisoning()) return poisoned_strided(sizes, strides, options);
-  if (at::Tensor t = mapped_strided(sizes, strides, options); t.defined()) return t;
-  return at::empty_strided(sizes, strides, options);
+  return real_stand_in(sizes, strides, options);
 }
 
 void set_poison(int pattern) { g_poison.store(pattern); }

@@ -306,20 +306,16 @@ struct MaxPoolWithIndices : Pool<MaxPoolWithIndices<Dims>> {
   }
   Footprint keep(const Call& c, Node& node) const {
     const at::Tensor indices = c.output(1);
-    if (!discarded) {
-      node.keep_indices(indices);
-      return this->input_not_kept(tensor_bytes(indices), tensor_bytes(indices));
-    }
     at::Tensor offsets;
-    {
+    if (discarded) {
       at::AutoDispatchBelowADInplaceOrView guard;
       const at::IntArrayRef in = this->input.sizes().slice(this->input.dim() - Dims);
-      // Note [Index outside its window] (pool_windows.h): stock's indices, as stock keeps them.
-      if (!windows->represents(indices, in)) {
-        node.keep_indices(indices);
-        return this->input_not_kept(tensor_bytes(indices), tensor_bytes(indices));
-      }
-      offsets = windows->offsets_in_pieces(indices, in);
+      // Note [Index outside its window] (pool_windows.h): otherwise stock's indices, as below.
+      if (windows->represents(indices, in)) offsets = windows->offsets_in_pieces(indices, in);
+    }
+    if (!offsets.defined()) {
+      node.keep_indices(indices);
+      return this->input_not_kept(tensor_bytes(indices), tensor_bytes(indices));
     }
     node.keep_offsets(offsets);
     return this->input_not_kept(tensor_bytes(offsets), tensor_bytes(indices));

@@ -151,8 +151,8 @@ at::Tensor Windows::start_sum(at::IntArrayRef out, const at::Device& device, con
   return sum;
 }
 
-// offsets() with dilation: k_d = (i_d - s_d) / dil_d, one dimension at a time.
-at::Tensor Windows::offsets_dilated(const at::Tensor& indices, at::IntArrayRef in) const {
+// The spatial coordinates i_d of each of stock's indices, d = 0 .. dims() - 1.
+std::vector<at::Tensor> Windows::coordinates(const at::Tensor& indices, at::IntArrayRef in) const {
   const int n = dims();
   std::vector<at::Tensor> coord(n);
   at::Tensor rest = indices;
@@ -161,9 +161,20 @@ at::Tensor Windows::offsets_dilated(const at::Tensor& indices, at::IntArrayRef i
     rest = rest.div(in[d], "trunc");
   }
   coord[0] = rest;
+  return coord;
+}
+
+// i_d - s_d for each index along spatial dimension d: k_d dil_d inside the window.
+at::Tensor Windows::from_start(const at::Tensor& coord, const at::Tensor& indices, int d) const {
+  return coord.sub(starts(d, indices.size(indices.dim() - dims() + d), indices.device()));
+}
+
+// offsets() with dilation: k_d = (i_d - s_d) / dil_d, one dimension at a time.
+at::Tensor Windows::offsets_dilated(const at::Tensor& indices, at::IntArrayRef in) const {
+  const std::vector<at::Tensor> coord = coordinates(indices, in);
   at::Tensor local;
-  for (int d = 0; d < n; d++) {
-    at::Tensor k = coord[d].sub(starts(d, indices.size(indices.dim() - n + d), indices.device()));
+  for (int d = 0; d < dims(); d++) {
+    at::Tensor k = from_start(coord[d], indices, d);
     if (dilation[d] != 1) k = k.div(dilation[d], "trunc");
     local = d == 0 ? k : local.mul_(kernel[d]).add_(k);
   }
@@ -176,13 +187,11 @@ bool Windows::represents(const at::Tensor& indices, at::IntArrayRef in) const {
   if (!dilated) return true;  // max(s_d, 0) is in the window whenever the window meets the input
   if (tracing()) return false;
   if (indices.numel() == 0) return true;
-  const int n = dims();
-  at::Tensor rest = indices, off_grid;
-  for (int d = n - 1; d >= 0; d--) {
-    const at::Tensor coord = d > 0 ? rest.remainder(in[d]) : rest;
-    if (d > 0) rest = rest.div(in[d], "trunc");
+  const std::vector<at::Tensor> coord = coordinates(indices, in);
+  at::Tensor off_grid;
+  for (int d = 0; d < dims(); d++) {
     // i_d - s_d must be k_d dil_d with 0 <= k_d < K_d.
-    const at::Tensor step = coord.sub(starts(d, indices.size(indices.dim() - n + d), indices.device()));
+    const at::Tensor step = from_start(coord[d], indices, d);
     at::Tensor bad = step.lt(0).logical_or_(step.ge(kernel[d] * dilation[d]));
     if (dilation[d] != 1) bad.logical_or_(step.remainder(dilation[d]).ne(0));
     off_grid = off_grid.defined() ? off_grid.logical_or_(bad) : bad;

@@ -68,6 +68,8 @@ struct Windows {
   template <typename Fn>
   at::Tensor in_pieces(const at::Tensor& t, at::ScalarType dtype, const Fn& convert) const;
   at::Tensor offsets_dilated(const at::Tensor& indices, at::IntArrayRef in) const;
+  std::vector<at::Tensor> coordinates(const at::Tensor& indices, at::IntArrayRef in) const;
+  at::Tensor from_start(const at::Tensor& coord, const at::Tensor& indices, int d) const;
   at::Tensor starts(int d, int64_t outputs, const at::Device& device) const;
   at::Tensor start_sum(at::IntArrayRef out, const at::Device& device, const std::vector<int64_t>& w) const;
 };
