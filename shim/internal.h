@@ -21,6 +21,11 @@ void memsave__options_flush(void);
 /* The option table as the rows of docs/options.md's table (variable, default, accepted,
  * meaning), so that a test can hold the page to the table. */
 void memsave__options_markdown(FILE *f);
+/* Holds back one more warning (printf format) for memsave__options_flush. */
+void memsave__options_hold(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* environ.c: from the constructor, after the options: Note [AOTAutograd's cache]. */
+void memsave__environ_adjust(void);
 
 void memsave__log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void memsave__note_fallback(int family, const char *reason);

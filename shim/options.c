@@ -4,6 +4,7 @@
  * that could re-enter the shim. Reading, the verbose listing and docs/options.md's table are
  * loops over the one table below. */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +127,14 @@ static const char *show_default(const struct option *o, char *buf, size_t cap) {
 #define MAX_PENDING 8
 static char pending[MAX_PENDING][512];
 static int npending;
+
+void memsave__options_hold(const char *fmt, ...) {
+  if (npending == MAX_PENDING) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(pending[npending++], sizeof pending[0], fmt, ap);
+  va_end(ap);
+}
 
 static void bad_value(const struct option *o, const char *value, int err) {
   char dflt[64];

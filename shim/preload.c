@@ -5,7 +5,7 @@
  * run. Our constructor may run before them (a program that links libmemsave.so ahead of
  * LibTorch is initialised in reverse order), and even a RTLD_NOLOAD dlopen of a library not
  * yet initialised runs its initialisers out of order. So:
- *   - the constructor only reads the options;
+ *   - the constructor only reads the options (and sets what environ.c sets);
  *   - the interposed __libc_start_main activates just before main, when every library the
  *     program was started with is initialised (C++ hosts that link LibTorch);
  *   - the interposed dlopen activates when the outermost dlopen of a thread returns after
@@ -90,5 +90,6 @@ __attribute__((visibility("default"))) int __libc_start_main(main_fn main, int a
 
 __attribute__((constructor)) static void memsave_constructor(void) {
   memsave__options_read();
+  memsave__environ_adjust();
   memsave__report_install();
 }

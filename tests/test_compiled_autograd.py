@@ -3,10 +3,10 @@
 # later (exits 77, skipped, where torch has no compiled autograd). Note [Compiled autograd]
 # in hooks/core/node.h.
 #
-# Where our nodes do not serve compiled autograd (1.13 has none; from 2.7 on unless built
+# Where our nodes do not serve compiled autograd (1.13 has none; releases other than 2.6 and 2.14 unless built
 # with -DMEMSAVE_COMPILED_AUTOGRAD=ON; anywhere with OFF), compiled autograd raises
 # "compiled_args not implemented" naming our node; that must be a Python exception, and
-# stock's nodes must work in the same process (supported()). Where they do (2.6 by default),
+# stock's nodes must work in the same process (supported()). Where they do (2.6 and 2.14 by default),
 # the rest runs, with mkldnn off (--mkldnn leaves it on; on Debian 13's oneDNN and an AVX-512
 # CPU stock's own convolution backward then gives run-dependent NaN, Note [Compiled autograd]
 # in hooks/core/node.h):
@@ -15,7 +15,7 @@
 # batch norm in eval, the ReLU family with its parameters, max/avg/adaptive pooling, mean,
 # dropout and native dropout, linear), each followed by a backward under compiled autograd
 # (torch._dynamo.compiled_autograd's _enable, or enable, with torch.compile, backend aot_eager; one network
-# again with inductor), against the same steps with libmemsave switched off
+# again with eager and with inductor), against the same steps with libmemsave switched off
 # (memsave_set_enabled(0)), which builds stock's nodes:
 #   - the forward built our nodes (grad_fn names), and compiled autograd ran them (the
 #     compiled graph's inputs are what our nodes keep: the masks, not the activations);
@@ -276,6 +276,12 @@ def main():
     # Bias-only and head training: linear keeps its input, batch norm goes to stock's node
     # where its weight trains (a passthrough; ours elsewhere).
     check("bitfit", frozen(Net(), trainable={"conv1.bias", "conv2.bias", "fc.bias", "fc.weight"}), x)
+    # Backend "eager" runs the captured graph as it is, so from 2.7 on our functional backward
+    # (Note [Functional backward] in hooks/core/compiled.cpp) runs at every step, for the
+    # nodes of that step, through a function bound for the first step's nodes: it must
+    # compute from what the graph hands it, never from the node it was bound for.
+    torch._dynamo.reset()
+    check("adversarial, eager", frozen(Net()), x, backend="eager")
     if "--inductor" in sys.argv:
         # Compiled autograd's cache is keyed on the graph, not on the compiler: without the
         # reset, the graph compiled for aot_eager above would run again (compiled no graph).

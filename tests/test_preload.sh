@@ -32,6 +32,22 @@ expect_has "MEMSAVE=0 is not active" "$out" "active 0"
 out=$(MEMSAVE_OPS=-conv LD_PRELOAD=$pre$lib "$host" 2>&1)
 expect_has "MEMSAVE_OPS=-conv is stock for conv" "$out" "grad_fn ConvolutionBackward0"
 
+# Note [AOTAutograd's cache] (shim/environ.c): on, libmemsave turns torch.compile's on-disk
+# AOTAutograd cache off for the process, before the host reads its environment; MEMSAVE=0
+# leaves the environment as it is; a value the user set stays, with one warning where it is
+# not 0 (once LibTorch shows up).
+out=$(env -u TORCHINDUCTOR_AUTOGRAD_CACHE LD_PRELOAD=$pre$lib sh -c 'echo "cache=${TORCHINDUCTOR_AUTOGRAD_CACHE-unset}"')
+expect_eq "on: AOTAutograd's cache off for the process" "$out" "cache=0"
+out=$(env -u TORCHINDUCTOR_AUTOGRAD_CACHE MEMSAVE=0 LD_PRELOAD=$pre$lib sh -c 'echo "cache=${TORCHINDUCTOR_AUTOGRAD_CACHE-unset}"')
+expect_eq "MEMSAVE=0: the environment untouched" "$out" "cache=unset"
+out=$(TORCHINDUCTOR_AUTOGRAD_CACHE=1 LD_PRELOAD=$pre$lib sh -c 'echo "cache=${TORCHINDUCTOR_AUTOGRAD_CACHE-unset}"' 2>&1)
+expect_eq "the user's value stays, nothing printed without LibTorch" "$out" "cache=1"
+out=$(TORCHINDUCTOR_AUTOGRAD_CACHE=1 LD_PRELOAD=$pre$lib "$host" 2>&1)
+expect_eq "the user's 1: one warning" "$(grep -c '^memsave: warning: TORCHINDUCTOR_AUTOGRAD_CACHE=1' <<<"$out")" "1"
+expect_has "the user's 1: still active" "$out" "active 1"
+out=$(TORCHINDUCTOR_AUTOGRAD_CACHE=0 LD_PRELOAD=$pre$lib "$host" 2>&1)
+expect_eq "the user's 0: nothing printed" "$(grep -c 'memsave:' <<<"$out")" "0"
+
 # Bad values, with LibTorch present: exactly one warning each, naming the variable; defaults kept.
 out=$(MEMSAVE_VERBOSE=banana LD_PRELOAD=$pre$lib "$host" 2>&1)
 expect_eq "bad MEMSAVE_VERBOSE: one warning" "$(grep -c '^memsave: warning: MEMSAVE_VERBOSE="banana"' <<<"$out")" "1"

@@ -23,22 +23,28 @@
   (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
 
 // Note [Compiled autograd] (node.h) and Note [Compile tracing] (rules.h): what torch.compile
-// needs of us, one switch (CMake MEMSAVE_COMPILED_AUTOGRAD): AUTO (2 here) serves it on 2.6,
-// the release where it passes its tests; ON on any release from 2.6 on; OFF never.
-// Not on 2.14 (tried 2026-12-07; README, torch.compile): compiled autograd there calls a
-// node's apply_with_saved with placeholder tensors (zeros of [0, 123456789]) and expects
-// the node to bind a functional backward for Python to replay, which ours do not (our
-// backward, run on the placeholders, raised); and under inductor the compiled backward did
-// not call our stand-ins and kept what stock keeps (not yet understood), while aot_eager's
-// graphs kept our savings, bitwise equal.
+// needs of us, one switch (CMake MEMSAVE_COMPILED_AUTOGRAD): AUTO (2 here) serves it on 2.6
+// and 2.14, the releases where it passes its tests; ON on any release from 2.6 on; OFF never.
+// 2.14 (2026-12-07) needed two things 2.6 did not: the functional backward compiled
+// autograd binds from 2.7 on (Note [Functional backward], compiled.cpp), and AOTAutograd's
+// on-disk cache off (on by default from 2.7 on: Note [AOTAutograd's cache], shim/environ.c),
+// without which inductor loaded stock's graphs instead of tracing through our kernels.
 #if !defined(MEMSAVE_WITH_COMPILED_AUTOGRAD) || MEMSAVE_WITH_COMPILED_AUTOGRAD == 2
-#define MEMSAVE_COMPILED_AUTOGRAD (MEMSAVE_TORCH_AT_LEAST(2, 6) && !MEMSAVE_TORCH_AT_LEAST(2, 7))
+#define MEMSAVE_COMPILED_AUTOGRAD                                     \
+  ((MEMSAVE_TORCH_AT_LEAST(2, 6) && !MEMSAVE_TORCH_AT_LEAST(2, 7)) || \
+   (MEMSAVE_TORCH_AT_LEAST(2, 14) && !MEMSAVE_TORCH_AT_LEAST(2, 15)))
 #elif MEMSAVE_WITH_COMPILED_AUTOGRAD
 #define MEMSAVE_COMPILED_AUTOGRAD MEMSAVE_TORCH_AT_LEAST(2, 6)
 #else
 #define MEMSAVE_COMPILED_AUTOGRAD 0
 #endif
 #define MEMSAVE_COMPILE_TRACING MEMSAVE_COMPILED_AUTOGRAD
+// Note [Functional backward] (compiled.cpp): from 2.7 on, compiled autograd calls
+// apply_with_saved on placeholders and has the node bind a functional backward for Python to
+// trace (torch/csrc/dynamo/compiled_autograd.h, "Compiled Autograd and backward functions";
+// pytorch#143296, "[compiled autograd] Proxy opaque nodes for built-in autograd nodes"); 2.6 traced the
+// node's own ATen calls.
+#define MEMSAVE_FUNCTIONAL_BACKWARD (MEMSAVE_COMPILED_AUTOGRAD && MEMSAVE_TORCH_AT_LEAST(2, 7))
 // The thread-local dispatch modes that tell PyTorch's own tracing apart (2.x).
 #define MEMSAVE_TRACING_MODES MEMSAVE_TORCH_AT_LEAST(2, 6)
 
@@ -57,7 +63,7 @@ namespace memsave {
 // The fallback reason of a call traced by torch.compile where this build does not serve the
 // tracing (Note [Compile tracing] in rules.h): the report shows it, counted.
 constexpr const char* kCompileTracingUnserved =
-    MEMSAVE_TORCH_AT_LEAST(2, 7) ? "torch.compile tracing: not served on this LibTorch (tested on 2.6 only; README, torch.compile)"
+    MEMSAVE_TORCH_AT_LEAST(2, 7) ? "torch.compile tracing: not served on this LibTorch (tested on 2.6 and 2.14; README, torch.compile)"
                                  : "torch.compile tracing: not served in this build (MEMSAVE_COMPILED_AUTOGRAD=OFF)";
 
 // Nodes. pytorch#181139 (relanded as #181782, merged April 2026; in 2.14) made autograd's

@@ -32,12 +32,15 @@
 // tensor modified in place), as stock's nodes do when they unpack their SavedVariables there.
 // 1.13 has no compiled autograd; before 2.6 its node API differed, so there our nodes keep
 // Node's default (compiled autograd raises "compiled_args not implemented").
-// Built by default (CMake MEMSAVE_COMPILED_AUTOGRAD=AUTO) on 2.6 only, the release it is tested
-// on (tests/test_compiled_autograd.py: every node class alone, with NaN, inf and -0.0 in the
-// input, and small networks of all of them, two steps each, the second running the cached
-// graph; bitwise equal to stock under aot_eager and inductor, with mkldnn off as in every 2.x
-// test here). Other releases from 2.6 on take it with MEMSAVE_COMPILED_AUTOGRAD=ON; OFF keeps
-// Node's default everywhere.
+// From 2.7 on compiled autograd no longer traces apply(): apply_with_saved binds a functional
+// backward that Python traces later (Note [Functional backward], compiled.cpp); the node's
+// fields() and graph-friendly path serve both protocols.
+// Built by default (CMake MEMSAVE_COMPILED_AUTOGRAD=AUTO) on 2.6 and 2.14, the releases it is
+// tested on (tests/test_compiled_autograd.py: every node class alone, with NaN, inf and -0.0
+// in the input, and small networks of all of them, two steps each, the second running the
+// cached graph; bitwise equal to stock under aot_eager, eager and inductor, with mkldnn off as
+// in every 2.x test here). Other releases from 2.6 on take it with
+// MEMSAVE_COMPILED_AUTOGRAD=ON; OFF keeps Node's default everywhere.
 // mkldnn: on this development machine (Debian 13's oneDNN, an AVX-512 AMD EPYC), stock's own
 // convolution_backward for the input gradient, called 12 times on the same arguments, gives
 // NaN at different places in some calls; gradients computed through it differ from run to run
@@ -59,9 +62,22 @@ class NodeBase : public torch::autograd::Node {
   void compiled_args(torch::dynamo::autograd::CompiledNodeArgs& args) const;
   torch::autograd::variable_list apply_with_saved(const torch::autograd::variable_list& inputs,
                                                   torch::dynamo::autograd::SwapSavedVariables& saved) override;
+#if MEMSAVE_FUNCTIONAL_BACKWARD
+  // Note [Functional backward] (compiled.cpp): backward on the kept tensors `args` hold.
+  torch::autograd::variable_list apply_functional(const torch::autograd::variable_list& grads,
+                                                  const std::vector<c10::IValue>& args);
+#endif
 #endif
 
  protected:
+  // Whether backward computes gradient `i`: the engine's task_should_compute_output, or, in
+  // a functional backward (Note [Functional backward]), what compiled autograd packed.
+  bool wanted(size_t i) const { return needs_ ? (*needs_)[i] : task_should_compute_output(i); }
+  // Inside a functional backward: the kept tensors are the graph's, already checked.
+  bool functional() const { return needs_ != nullptr; }
+  // Backward with the lock held, the kept tensors as they are now and `needs_` set.
+  virtual torch::autograd::variable_list apply_locked(const torch::autograd::variable_list& grads) = 0;
+
   // Visits everything backward depends on (fields.h); the order is fixed per node class.
   virtual void fields(Fields& f) = 0;
   // Raises what apply() would raise before computing anything: backward twice, a version
@@ -69,6 +85,7 @@ class NodeBase : public torch::autograd::Node {
   virtual void check_unpack() = 0;
 
   bool traced_ = false;
+  const std::vector<bool>* needs_ = nullptr;
 };
 
 // `Saved` is what a node's unpack returns: the tensors it kept, unpacked (a tensor, a struct
@@ -91,18 +108,21 @@ class MemsaveNode : public NodeBase {
     std::lock_guard<std::mutex> lock(mutex_);
     c10::optional<Tracing> tracing_scope;
     if (traced_) tracing_scope.emplace();
-    TORCH_INTERNAL_ASSERT(grads.size() == 1, name(), ": expected 1 gradient, got ", grads.size());
-    TORCH_CHECK(!released_, torch::autograd::ERR_BACKWARD_TWICE);
-    const Saved saved = unpack();
-    torch::autograd::variable_list out(num_outputs());
-    bool wanted = false;
-    for (size_t i = 0; i < out.size(); i++) wanted = wanted || task_should_compute_output(i);
-    if (!wanted || !grads[0].defined()) return out;
-    backward(grads[0], saved, out);
-    return out;
+    return apply_locked(grads);
   }
 
  protected:
+  torch::autograd::variable_list apply_locked(const torch::autograd::variable_list& grads) final {
+    TORCH_INTERNAL_ASSERT(grads.size() == 1, name(), ": expected 1 gradient, got ", grads.size());
+    TORCH_CHECK(functional() || !released_, torch::autograd::ERR_BACKWARD_TWICE);
+    const Saved saved = unpack();
+    torch::autograd::variable_list out(needs_ ? needs_->size() : num_outputs());
+    bool any = false;
+    for (size_t i = 0; i < out.size(); i++) any = any || wanted(i);
+    if (!any || !grads[0].defined()) return out;
+    backward(grads[0], saved, out);
+    return out;
+  }
   void check_unpack() final {
     std::lock_guard<std::mutex> lock(mutex_);
     TORCH_CHECK(!released_, torch::autograd::ERR_BACKWARD_TWICE);
@@ -112,7 +132,7 @@ class MemsaveNode : public NodeBase {
   virtual Saved unpack() = 0;
   // Drops what the node kept (release_variables, with the lock held).
   virtual void release() {}
-  // Fills the wanted entries of `out` (task_should_compute_output) from the incoming
+  // Fills the wanted entries of `out` (wanted()) from the incoming
   // gradient, which is defined, with stock's backward kernel.
   virtual void backward(const at::Tensor& grad, const Saved& saved, torch::autograd::variable_list& out) = 0;
 

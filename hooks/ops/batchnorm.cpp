@@ -103,8 +103,7 @@ class MemsaveBatchNormBackward final : public MemsaveNode<BatchNormSaved> {
   }
 
   void backward(const at::Tensor& grad, const BatchNormSaved& s, variable_list& out) override {
-    const std::array<bool, 3> mask{task_should_compute_output(0), task_should_compute_output(1),
-                                   task_should_compute_output(2)};
+    const std::array<bool, 3> mask{wanted(0), wanted(1), wanted(2)};
     // We build this node only when backward never reads the input's values.
     TORCH_INTERNAL_ASSERT(!mask[1], name(), ": weight gradient requested without a kept input");
     TORCH_INTERNAL_ASSERT(!(training_ && mask[0]), name(), ": training input gradient requested");

@@ -60,8 +60,7 @@ class MemsaveConvolutionBackward final : public MemsaveNode<at::Tensor> {
   }
 
   void backward(const at::Tensor& grad, const at::Tensor& weight, variable_list& out) override {
-    const std::array<bool, 3> mask{task_should_compute_output(0), task_should_compute_output(1),
-                                   task_should_compute_output(2)};
+    const std::array<bool, 3> mask{wanted(0), wanted(1), wanted(2)};
     // The weight has no gradient edge (we only build this node for a frozen weight).
     TORCH_INTERNAL_ASSERT(!mask[1], name(), ": weight gradient requested without a kept input");
     at::OptionalIntArrayRef bias_sizes;

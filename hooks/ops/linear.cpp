@@ -95,22 +95,22 @@ class MemsaveLinearBackward final : public MemsaveNode<LinearSaved> {
     // matmul + add_: stock's AddBackward0 runs first, and the engine reduces its bias
     // gradient (at::sum_to, InputMetadata::reduce_grad) before the product's nodes run; made
     // first here too, so that under double backward the graph's nodes keep stock's order.
-    if (!bias_grad_folded_ && task_should_compute_output(2)) out[2] = at::sum_to(grad, bias_sizes_);
+    if (!bias_grad_folded_ && wanted(2)) out[2] = at::sum_to(grad, bias_sizes_);
     // The output's unfold view (ViewBackward0/UnsafeViewBackward0): grad.reshape(the 2-D
     // product's sizes).
     const at::Tensor grad2 = folded_ ? grad.reshape({mat1_geometry_.sizes[0], mat2_geometry_.sizes[1]}) : grad;
     // To the fold's view node (or the 2-D input), and to TBackward0.
     const auto mat1_grad = [&] {
-      if (task_should_compute_output(0))
+      if (wanted(0))
         out[0] = mat1_geometry_.column_major() ? s.mat2.mm(grad2.t()).t() : grad2.mm(s.mat2.t());
     };
     const auto mat2_grad = [&] {
-      if (task_should_compute_output(1))
+      if (wanted(1))
         out[1] = mat2_geometry_.column_major() ? grad2.t().mm(s.mat1).t() : s.mat1.t().mm(grad2);
     };
     if (addmm_) mat1_grad(), mat2_grad();
     else mat2_grad(), mat1_grad();
-    if (bias_grad_folded_ && task_should_compute_output(2)) out[2] = grad2;  // addmm: the engine reduces it
+    if (bias_grad_folded_ && wanted(2)) out[2] = grad2;  // addmm: the engine reduces it
   }
 
   SavedVariable mat1_, mat2_;

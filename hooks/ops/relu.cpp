@@ -228,7 +228,7 @@ class MemsaveReluFamilyBackward final : public MemsaveNode<at::Tensor> {
 // Stock's SavedVariable::unpack error, with our node's name. For an input, stock also names
 // the grad_fn the input has at backward time, which we do not keep.
 void MemsaveReluFamilyBackward::check_version() const {
-  if (!version_.enabled() || version_.current_version() == saved_version_) return;
+  if (functional() || !version_.enabled() || version_.current_version() == saved_version_) return;
   std::ostringstream msg;
   msg << "one of the variables needed for gradient computation has been modified by an inplace operation: ["
       << c10::toString(options_.computeDispatchKey()) << c10::toString(options_.dtype().toScalarType()) << "Type "
