@@ -302,12 +302,7 @@ def main():
         if alive_o * 10 > alive_s:
             failures.append(f"frozen stack ({backend}): {alive_o} B alive after the forward, "
                             f"more than a tenth of stock's {alive_s} B")
-        # Inductor: 0.75 on 2.6. 2.14's inductor realizes the gradient that our stand-in and
-        # mask unpacking follow (memsave::stand_in_like, mask_flags) a second time, in the
-        # traced layout, next to the channels-last one its convolution backward takes: the
-        # peak is 0.90 of stock's there, though the forward keeps a twentieth of stock's
-        # (README, torch.compile). Held at what it is, so that it cannot get worse unseen.
-        limit = 0.55 if backend == "aot_eager" else (0.75 if torch.__version__ < "2.7" else 0.93)
+        limit = 0.55 if backend == "aot_eager" else 0.75
         if peak_o >= limit * peak_s:
             failures.append(f"frozen stack ({backend}): peak {peak_o} B, not below {limit} of stock's {peak_s} B")
     torch.backends.mkldnn.enabled = False

@@ -25,10 +25,11 @@
 // Note [Compiled autograd] (node.h) and Note [Compile tracing] (rules.h): what torch.compile
 // needs of us, one switch (CMake MEMSAVE_COMPILED_AUTOGRAD): AUTO (2 here) serves it on 2.6
 // and 2.14, the releases where it passes its tests; ON on any release from 2.6 on; OFF never.
-// 2.14 (2026-12-07) needed two things 2.6 did not: the functional backward compiled
-// autograd binds from 2.7 on (Note [Functional backward], compiled.cpp), and AOTAutograd's
+// 2.14 (2026-12-07) needed three things 2.6 did not: the functional backward compiled
+// autograd binds from 2.7 on (Note [Functional backward], compiled.cpp); AOTAutograd's
 // on-disk cache off (on by default from 2.7 on: Note [AOTAutograd's cache], shim/environ.c),
-// without which inductor loaded stock's graphs instead of tracing through our kernels.
+// without which inductor loaded stock's graphs instead of tracing through our kernels; and
+// convolution stand-ins that follow the weight (kConvStandInFollowsWeight, below).
 #if !defined(MEMSAVE_WITH_COMPILED_AUTOGRAD) || MEMSAVE_WITH_COMPILED_AUTOGRAD == 2
 #define MEMSAVE_COMPILED_AUTOGRAD                                     \
   ((MEMSAVE_TORCH_AT_LEAST(2, 6) && !MEMSAVE_TORCH_AT_LEAST(2, 7)) || \
@@ -179,6 +180,13 @@ constexpr bool kLinearFoldsAnyRank = MEMSAVE_TORCH_AT_LEAST(2, 0);
 // 2.0: native_dropout's noise layout follows the input's in some releases and not others,
 // so a non-contiguous input is left to stock there.
 constexpr bool kDropoutNoiseLayoutVaries = MEMSAVE_TORCH_AT_LEAST(2, 0);
+// Inductor's convolution_backward lowering under its layout optimisation (Note [Traced
+// stand-in] in standin.h): 2.14's makes the incoming gradient and the weight of a 2-d
+// convolution channels-last (torch/_inductor/kernel/conv.py, require_channels_last), so a
+// stand-in that followed the gradient froze the gradient's layout first and made inductor
+// keep it twice; the stand-in follows the weight there. 2.6's took the gradient as it was.
+// Set from 2.7 on; tested on 2.14 only (2.7 to 2.13 serve no compile by default).
+constexpr bool kConvStandInFollowsWeight = MEMSAVE_TORCH_AT_LEAST(2, 7);
 // 2.0: MeanBackward1 (mean.dim) keeps sizes and the element count only, not the input.
 constexpr bool kStockMeanPoolMinimal = MEMSAVE_TORCH_AT_LEAST(2, 0);
 

@@ -65,9 +65,10 @@ class MemsaveConvolutionBackward final : public MemsaveNode<at::Tensor> {
     TORCH_INTERNAL_ASSERT(!mask[1], name(), ": weight gradient requested without a kept input");
     at::OptionalIntArrayRef bias_sizes;
     if (bias_sizes_) bias_sizes = at::IntArrayRef(*bias_sizes_);
-    // Traced, Note [Traced stand-in] in core/standin.h: in the gradient's layout if a
-    // compiler changed it.
-    auto res = at::convolution_backward(grad, input_.stand_in_like(grad), weight, bias_sizes, stride_, padding_,
+    // Traced, Note [Traced stand-in] in core/standin.h: in the layout a compiler gave the
+    // tensor it follows (kConvStandInFollowsWeight, compat.h).
+    const at::Tensor& like = kConvStandInFollowsWeight && weight.dim() == 4 ? weight : grad;
+    auto res = at::convolution_backward(grad, input_.stand_in_like(like), weight, bias_sizes, stride_, padding_,
                                         dilation_, transposed_, output_padding_, groups_, mask);
     if (mask[0]) out[0] = std::move(std::get<0>(res));
     if (mask[2]) out[2] = std::move(std::get<2>(res));
