@@ -100,12 +100,22 @@ at::Tensor stand_in_kernel(at::IntArrayRef sizes, at::IntArrayRef strides, at::S
 }
 
 // memsave::stand_in_like's kernel (CompositeExplicitAutograd: CPU, CUDA, meta).
+// The memory format a compiler gave `like`. A convolution weight of [C, 1, k, k] (depthwise)
+// made channels-last is contiguous too, and suggest_memory_format says contiguous; where
+// the stand-in follows the weight (kConvStandInFollowsWeight), channels-last wins such a tie,
+// as inductor made it.
+at::MemoryFormat changed_format(const at::Tensor& like) {
+  if (kConvStandInFollowsWeight && like.dim() == 4 && like.is_contiguous(at::MemoryFormat::ChannelsLast))
+    return at::MemoryFormat::ChannelsLast;
+  return like.suggest_memory_format();
+}
+
 at::Tensor stand_in_like_kernel(const at::Tensor& like, at::IntArrayRef like_strides, at::IntArrayRef sizes,
                                 at::IntArrayRef strides, at::ScalarType dtype) {
   const at::TensorOptions options = at::TensorOptions().dtype(dtype).device(like.device());
   std::vector<int64_t> st = strides.vec();
   if (like.strides() != like_strides && like.dim() == static_cast<int64_t>(sizes.size()))
-    st = at::empty(sizes, options.device(at::kMeta), like.suggest_memory_format()).strides().vec();
+    st = at::empty(sizes, options.device(at::kMeta), changed_format(like)).strides().vec();
   return like.is_meta() ? at::empty_strided(sizes, st, options) : real_stand_in(sizes, st, options);
 }
 

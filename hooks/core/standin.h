@@ -40,6 +40,11 @@ namespace memsave {
 // compat.h): there a convolution's stand-in follows the weight, since following the gradient
 // fixed the gradient's layout at our operator (contiguous, as traced) and inductor then kept
 // a channels-last copy of it as well (the frozen stack's peak 0.90 of stock's instead of 0.62).
+// A grouped convolution's weight does not tell: inductor leaves a depthwise weight as it was
+// and makes stock's saved input channels-last, so mobilenet_v2's gradients under inductor
+// (mkldnn off) differed from stock's; there grouped convolutions fall back under compile
+// tracing (conv.cpp's prepare()). A channels-last weight that is contiguous as well ([O, 1,
+// k, k]) counts as channels-last (changed_format, standin.cpp).
 at::Tensor untouched_strided(at::IntArrayRef sizes, at::IntArrayRef strides, const at::TensorOptions& options);
 
 // Note [Poisoned stand-in]: everything above rests on one claim, that the backward kernels

@@ -94,7 +94,14 @@ struct Convolution : Op<Convolution> {
   std::array<at::Tensor, 3> differentiable() const { return {input, weight, bias}; }
   // A weight that needs its gradient needs the input: stock keeps what backward reads.
   bool stock_minimal() const { return weight.requires_grad(); }
-  const char* prepare(const Call& c) const { return c.int_lists({3, 4, 5, 7}) ? nullptr : "symbolic sizes"; }
+  const char* prepare(const Call& c) const {
+    if (!c.int_lists({3, 4, 5, 7})) return "symbolic sizes";
+    // Note [Traced stand-in] (core/standin.h): where the stand-in follows the weight, a
+    // grouped convolution's weight does not say how inductor lays out stock's saved input.
+    if (kConvStandInFollowsWeight && tracing() && c.arg(8).toInt() > 1)
+      return "compile tracing: grouped convolution (its input's layout under inductor is not the weight's)";
+    return nullptr;
+  }
   NodePtr<Node> node(const Call& c) const {
     return make_node<Node>(input, weight, bias, c.ints(3), c.ints(4), c.ints(5), c.arg(6).toBool(), c.ints(7),
                            c.arg(8).toInt());
