@@ -44,6 +44,7 @@ class Call {
   }
   std::vector<int64_t> ints(size_t i) const { return arg(i).toIntVector(); }
   size_t nargs() const { return nargs_; }
+  c10::DispatchKeySet keys() const { return ks_; }
   const c10::OperatorName& operator_name() const { return op_.operator_name(); }
 
   // After the forward: return value i of the operator.
