@@ -118,4 +118,4 @@ if [ "$failures" -gt 0 ]; then
   exit 1
 fi
 echo "test_docs: ok: $nlinks relative links resolve; README.md has $readme_lines lines;" \
-  "$nvars variables, each defined once ($(printf '%s ' $read_vars))"
+  "$nvars variables, each defined once ($(printf '%s\n' "$read_vars" | paste -sd ' ' -))"
