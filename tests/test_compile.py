@@ -17,7 +17,7 @@
 #   - what the compiled forward leaves alive for backward (tensor bytes above the step's
 #     start, libmemsave's counting allocator) is at most a tenth of stock's on a frozen
 #     conv-BN-ReLU-pool stack, for aot_eager and inductor, and the step's peak is below 0.55
-#     of stock's under aot_eager and 0.75 under inductor (README, torch.compile;
+#     of stock's under aot_eager and 0.75 under inductor (docs/compile.md;
 #     with mkldnn on, as programs run: only bytes are compared there);
 #   - what we do not serve falls back, counted with its reason: hardtanh on the CPU, dropout,
 #     a __torch_dispatch__ mode of the user's.
@@ -290,7 +290,7 @@ def main():
         b.requires_grad_(True)
     check("bitfit stack", net, special((2, 3, 16, 16)), params=biases, stand_ins=2)
 
-    # Memory on the frozen stack (README, torch.compile), with mkldnn on, as programs run:
+    # Memory on the frozen stack (docs/compile.md), with mkldnn on, as programs run:
     # gradients are compared above; here only bytes.
     torch.backends.mkldnn.enabled = True
     big = special((8, 3, 64, 64))

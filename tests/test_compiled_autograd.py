@@ -151,7 +151,7 @@ def bitwise(a, b):
 
 
 # Mean is stock's node on 2.x (stock keeps sizes only: a passthrough); hardtanh of a NaN goes
-# to stock on the CPU (README's limits).
+# to stock on the CPU (docs/limits.md).
 OURS = {"MemsaveConvolutionBackward", "MemsaveBatchNormBackward", "MemsaveReluBackward", "MemsaveMaxPool2DBackward",
         "MemsaveThresholdBackward", "MemsaveLeakyReluBackward", "MemsaveHardtanhBackward", "MemsaveAvgPool2DBackward",
         "MemsaveAdaptiveAvgPool2DBackward", "MemsaveLinearBackward"}

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 if int(torch.__version__.split(".")[0]) >= 2:
     # Debian 13's mkldnn: run-dependent fp32 conv input gradients on some CPUs in stock
-    # itself (README, LibTorch 2.6); off, stock is deterministic. The workers inherit it.
+    # itself (docs/versions.md); off, stock is deterministic. The workers inherit it.
     torch.backends.mkldnn.enabled = False
 torch.manual_seed(0)
 W = torch.randn(8, 3, 3, 3)

@@ -230,8 +230,8 @@ TEST(Linear, CountsKeptBytesEqualToStock) {
   EXPECT_EQ(after.bytes_stock - before.bytes_stock, bytes);
 }
 
-// Memory and time of an MLP step against stock, for the record (the README figures): our
-// node keeps what stock keeps, so the peak must not be higher; time is printed, not
+// Memory and time of an MLP step against stock, for the record (docs/substituted.md's linear
+// row): our node keeps what stock keeps, so the peak must not be higher; time is printed, not
 // asserted (stock and libmemsave steps alternate; medians).
 struct Mlp {
   std::vector<at::Tensor> w, b;

@@ -5,7 +5,7 @@
 # silently. Each operator is either ours (a libmemsave kernel on AutogradCPU, checked), a
 # composite that reaches a covered operator (checked to be CompositeImplicitAutograd here),
 # one whose stock node is already minimal, not a layer of the family at all, or a known
-# route that is not covered (each with its reason; README's limits list them). Operators of
+# route that is not covered (each with its reason; docs/limits.md lists them). Operators of
 # the lists that this LibTorch lacks are skipped: the lists hold 1.13, 2.6 and 2.14. Only the aten
 # namespace: quantized::, prepacked:: and mkldnn_prepacked:: run inference kernels without
 # autograd, and prims:: (2.x compile) is issue 13's.

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 // test_scenarios: the demo's workloads on small sizes, stock versus libmemsave in one
 // process. Losses must be identical (bitwise, as doubles) and libmemsave's peak CPU tensor
-// bytes at most stock's, strictly lower where the analysis in README says they must be,
-// and under the ratio bounds.
+// bytes at most stock's, strictly lower where the analysis in docs/substituted.md says they
+// must be, and under the ratio bounds.
 //
 // Note [Scenario memory on 2.x]: the tests turn mkldnn off on LibTorch 2.x (Note [mkldnn off
 // on 2.x] in testing.h), but users run with it on, and the convolution backends' buffers are
@@ -124,7 +124,8 @@ TEST(Scenarios, ResNet18) {
 // very small sizes the peak is set by oneDNN's transient copies of the largest weights (9.4 MB
 // for a 512x512x3x3 convolution, in stock and libmemsave alike), not by activations: at 8x64
 // ResNet-18 measures 0.44 and at 4x64 ResNet-50 0.29. From 8x96 on, activations dominate, as
-// in any real workload (README's table shows the ratios at the benchmark's sizes).
+// in any real workload (bench/results.md, summarised in docs/benchmarks.md, shows the ratios
+// at the benchmark's sizes).
 TEST(Scenarios, AdversarialBounds) {
   check({"resnet18", "adversarial", true, 0.45}, 8, 96);
   check({"resnet50", "adversarial", true, 0.25}, 8, 96);

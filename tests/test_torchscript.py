@@ -6,9 +6,10 @@
 #   - with the graph executor's optimisation on (the default), every step's convolutions
 #     take our node (traced modules record aten::_convolution); batch norm, ReLU and pooling
 #     do only on the first, profiling step: afterwards the executor runs them inside a
-#     differentiable graph on detached inputs, whose own node keeps what it needs (README's
-#     limits say so), and each of those calls is counted as a fallback (Note [TorchScript
-#     autodiff] in hooks/core/rules.h), so that the report does not call the family fine;
+#     differentiable graph on detached inputs, whose own node keeps what it needs
+#     (docs/torchscript.md says so), and each of those calls is counted as a fallback
+#     (Note [TorchScript autodiff] in hooks/core/rules.h), so that the report does not call
+#     the family fine;
 #   - with it off (torch.jit.optimized_execution(False)), every family takes our node on
 #     every step;
 # and outputs and input gradients are bitwise those of the same steps with libmemsave
