@@ -23,6 +23,7 @@ FAMILIES = {
     "pool": r"max_pool|avg_pool|^aten::mean(\.|$)",
     "dropout": r"dropout",
     "linear": r"^aten::linear(\.|$)",
+    "recipe": r"^aten::mul\.Tensor$",
 }
 
 OURS = {
@@ -36,6 +37,7 @@ OURS = {
     "aten::dropout", "aten::dropout_", "aten::native_dropout",
     "aten::feature_dropout", "aten::feature_dropout_",  # counted passthrough: the noise is (N, C, 1, ...)
     "aten::linear",
+    "aten::mul.Tensor",  # the recipe family's consumer (hooks/ops/recipe.cpp)
 }
 
 # Composites (CompositeImplicitAutograd) whose stock kernel calls a covered operator.
@@ -148,7 +150,7 @@ def counted_samples():
     }
 
 
-FAMILY_SLOT = {"conv": 0, "linear": 1, "batchnorm": 2, "relu": 3, "pool": 4, "dropout": 5}
+FAMILY_SLOT = {"conv": 0, "linear": 1, "batchnorm": 2, "relu": 3, "pool": 4, "dropout": 5, "recipe": 6}
 
 
 def fallbacks(family):

@@ -69,16 +69,17 @@ TEST(Options, OpsList) {
 TEST(Families, TableIsTheAbi) {
   EXPECT_EQ(MEMSAVE_FAMILY_CONV, 0);
   EXPECT_EQ(MEMSAVE_FAMILY_DROPOUT, 5);
-  EXPECT_EQ(MEMSAVE_FAMILY_COUNT, 6);
+  EXPECT_EQ(MEMSAVE_FAMILY_RECIPE, 6);
+  EXPECT_EQ(MEMSAVE_FAMILY_COUNT, 7);
   EXPECT_EQ(MEMSAVE_FAMILY_SLOTS, 8);
-  const char* names[] = {"conv", "linear", "batchnorm", "relu", "pool", "dropout"};
+  const char* names[] = {"conv", "linear", "batchnorm", "relu", "pool", "dropout", "recipe"};
   char buf[128];
   for (int f = 0; f < MEMSAVE_FAMILY_COUNT; f++) {
     EXPECT_STREQ(memsave_family_name(f), names[f]);
     EXPECT_EQ(ops(names[f]), 1u << f) << "MEMSAVE_OPS knows every family of the table";
   }
-  EXPECT_STREQ(memsave__ops_string(MEMSAVE_FAMILY_DEFAULT_MASK, buf, sizeof buf), "conv,batchnorm,relu,pool,dropout");
-  EXPECT_STREQ(MEMSAVE_OPS_ACCEPTED, "a comma list of conv, linear, batchnorm, relu, pool, dropout, all, none, -name");
+  EXPECT_STREQ(memsave__ops_string(MEMSAVE_FAMILY_DEFAULT_MASK, buf, sizeof buf), "conv,batchnorm,relu,pool,dropout,recipe");
+  EXPECT_STREQ(MEMSAVE_OPS_ACCEPTED, "a comma list of conv, linear, batchnorm, relu, pool, dropout, recipe, all, none, -name");
 }
 
 TEST(Options, DefaultsWithoutEnvironment) {
