@@ -40,7 +40,7 @@ def bits_equal(a, b):
     if a is None or b is None:
         return a is None and b is None
     return a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride() and torch.equal(
-        a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
+        a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8))
 
 
 class Stats(ctypes.Structure):
@@ -117,6 +117,65 @@ def equality():
               f"{what}: outputs or gradients differ from stock's")
 
 
+CHAINS = {
+    # name: (function of (g, u, w, b), whether the linear's input is a recipe)
+    "linear(silu(g))": lambda g, u, w, b: F.linear(F.silu(g), w, b),
+    "linear(gelu(g)), no bias": lambda g, u, w, b: F.linear(F.gelu(g), w),
+    "linear(silu(g) * u)": lambda g, u, w, b: F.linear(F.silu(g) * u, w, b),
+    "linear(u * gelu tanh(g)), no bias": lambda g, u, w, b: F.linear(u * F.gelu(g, approximate="tanh"), w),
+    "linear(dropout(gelu(g)))": lambda g, u, w, b: F.linear(F.dropout(F.gelu(g), 0.3, True), w, b),
+    "linear(dropout(silu(g) * u))": lambda g, u, w, b: F.linear(F.dropout(F.silu(g) * u, 0.5, True), w, b),
+    "dropout(gelu(g)) * u": lambda g, u, w, b: F.dropout(F.gelu(g), 0.3, True) * u,
+}
+
+
+def run_chain(on, name, dims, dtype, grads, double):
+    """grads: which of u, w, b require grad (g always does: it is what a recipe reads)."""
+    abi.memsave_set_enabled(1 if on else 0)
+    torch.manual_seed(7)
+    shape = (4, 6, 8)[-dims:]
+    x = special(torch.randn(shape, dtype=torch.double).to(dtype)).requires_grad_(True)
+    u = special(torch.randn(shape, dtype=torch.double).to(dtype)).requires_grad_("u" in grads)
+    w = torch.randn(5, 8, dtype=torch.double).to(dtype).requires_grad_("w" in grads)
+    b = torch.randn(5, dtype=torch.double).to(dtype).requires_grad_("b" in grads)
+    torch.manual_seed(8)  # the same dropout noise on both sides
+    y = CHAINS[name](x * 1.5, u, w, b)
+    leaves = [t for t in (x, u, w, b) if t.requires_grad]
+    v = torch.randn(y.shape, dtype=torch.double).to(dtype)
+    if double:
+        gr = torch.autograd.grad((y * v).sum(), leaves, create_graph=True, allow_unused=True)
+        gr = [q if q is not None else torch.zeros(()) for q in gr]
+        second = torch.autograd.grad(sum((q * q).sum() for q in gr), leaves, allow_unused=True)
+        out = [y.detach()] + [q.detach() for q in gr] + list(second)
+    else:
+        (y * v).sum().backward()
+        out = [y.detach()] + [t.grad for t in leaves]
+    abi.memsave_set_enabled(1)
+    return out, y.grad_fn.name()
+
+
+def chains():
+    """Recipes that chain (a multiply's or a dropout's output, recomputed from recipes) into
+    a linear that keeps its input (its weight needs a gradient) or a multiply."""
+    before = stats().substituted[RECIPE]
+    for name, dims, dtype, grads, double in itertools.product(
+            CHAINS, (2, 3), (torch.float, torch.double, torch.bfloat16), ("uwb", "w", "u"), (False, True)):
+        if "dropout" in name and double and dtype == torch.bfloat16:
+            continue
+        what = f"{name}, {dims}-D, {dtype}, grads of {grads}, double {double}"
+        a, _ = run_chain(False, name, dims, dtype, grads, double)
+        b, _ = run_chain(True, name, dims, dtype, grads, double)
+        check(len(a) == len(b) and all(bits_equal(p, q) for p, q in zip(a, b)),
+              f"{what}: outputs or gradients differ from stock's")
+    check(stats().substituted[RECIPE] > before, "chains: no recipe was kept")
+    # A linear keeps its input's recipe only when its weight needs a gradient.
+    g = torch.randn(6, 8, requires_grad=True) * 1
+    w = torch.randn(5, 8, requires_grad=True)
+    taken = stats().substituted[RECIPE]
+    F.linear(F.silu(g) * torch.randn(6, 8, requires_grad=True), w)
+    check(stats().substituted[RECIPE] == taken + 2, "linear(silu(g) * u): the multiply and the linear keep recipes")
+
+
 def recipe_taken_or_not():
     x = torch.randn(16, 32, requires_grad=True)
     u = torch.randn(16, 32, requires_grad=True)
@@ -164,6 +223,22 @@ def errors():
     a, b = version_of_output(False), version_of_output(True)
     check(a is not None and "modified by an inplace operation" in a, f"stock's version error: {a}")
     check(a == b, f"version error of the output differs:\n  stock: {a}\n  ours:  {b}")
+
+    def version_of_linear_input(on):
+        abi.memsave_set_enabled(1 if on else 0)
+        x = torch.randn(2, 4, 8, requires_grad=True)
+        w = torch.randn(5, 8, requires_grad=True)
+        s = F.silu(x * 1)
+        y = F.linear(s, w)
+        with torch.no_grad():
+            s.mul_(3)
+        abi.memsave_set_enabled(1)
+        return error_text(lambda: y.sum().backward())
+
+    a, b = version_of_linear_input(False), version_of_linear_input(True)
+    check(a is not None and b is not None and "modified by an inplace operation" in b and
+          a.split(", which")[0] == b.split(", which")[0],
+          f"version error of a linear's input: stock {a}, ours {b}")
 
     def version_of_input(on):
         abi.memsave_set_enabled(1 if on else 0)
@@ -231,6 +306,7 @@ def memory():
 
 
 equality()
+chains()
 recipe_taken_or_not()
 errors()
 memory()

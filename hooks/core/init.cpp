@@ -38,6 +38,7 @@ bool Registrar::has_stock_node(const char* name) {
 namespace {
 // Filled by the FamilyRegistration objects of the family files at load time.
 void (*g_families[MEMSAVE_FAMILY_SLOTS])(Registrar&);
+unsigned g_also[MEMSAVE_FAMILY_SLOTS];
 
 // The family table's names (shim/memsave.h), for the hooks' own messages.
 const char* const kFamilyNames[] = {
@@ -47,7 +48,10 @@ const char* const kFamilyNames[] = {
 };
 }  // namespace
 
-FamilyRegistration::FamilyRegistration(memsave_family_t family, void (*fn)(Registrar&)) { g_families[family] = fn; }
+FamilyRegistration::FamilyRegistration(memsave_family_t family, void (*fn)(Registrar&), unsigned also) {
+  g_families[family] = fn;
+  g_also[family] = also;
+}
 
 }  // namespace memsave
 
@@ -74,9 +78,9 @@ extern "C" __attribute__((visibility("default"))) int memsave_hooks_init(struct 
     register_mask_flags_op();
     static Registrar registrar;  // constructed once; init is called once by the shim
     for (int f = 0; f < MEMSAVE_FAMILY_COUNT; f++) {
-      if (!g_families[f] || !(asked & (1u << f))) continue;
+      if (!g_families[f] || !(asked & ((1u << f) | g_also[f]))) continue;
       g_families[f](registrar);
-      shared->families_registered |= 1u << f;
+      if (asked & (1u << f)) shared->families_registered |= 1u << f;
     }
     return 0;
   } catch (const std::exception& e) {

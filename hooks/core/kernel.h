@@ -113,12 +113,17 @@ struct Footprint {
 //      default the operator's own kernel below autograd); keep(); the history of output 0
 //      (rebased for an in-place operator); and, only once the forward has returned, the
 //      count.
-// Defaults an operator may hide: kStock (Autograd), kInplace, wanted(), checked(),
-// prepare(), edges(), forward().
+// Defaults an operator may hide: kStock (Autograd), kInplace, enabled(), family(), wanted(),
+// checked(), prepare(), edges(), forward().
 template <class O>
 struct Op {
   static constexpr c10::DispatchKey kStock = c10::DispatchKey::Autograd;
   static constexpr bool kInplace = false;
+
+  // Whether the kernel looks at a call at all (before anything is read off the stack).
+  static bool enabled() { return family_on(O::kFamily); }
+  // The family a call is counted under (linear's recipe consumers count as the recipe family).
+  memsave_family_t family() const { return O::kFamily; }
 
   bool wanted() const {
     for (const at::Tensor& t : self().differentiable())
@@ -185,18 +190,18 @@ struct Uncovered : Op<Uncovered<F>> {
 template <class O>
 void kernel(const c10::OperatorHandle& handle, c10::DispatchKeySet ks, torch::jit::Stack* stack) {
   const Call call(handle, ks, stack);
-  if (!family_on(O::kFamily) || !at::GradMode::is_enabled()) return call.stock(O::kStock);
+  if (!O::enabled() || !at::GradMode::is_enabled()) return call.stock(O::kStock);
   O op(call);
   if (!op.wanted()) {
-    if (in_autodiff_graph()) count_fallback(O::kFamily, kAutodiffGraph);
+    if (in_autodiff_graph() && family_on(op.family())) count_fallback(op.family(), kAutodiffGraph);
     return call.stock(O::kStock);
   }
   if (op.stock_minimal()) {
-    count_passthrough(O::kFamily);
+    count_passthrough(op.family());
     return call.stock(O::kStock);
   }
   if constexpr (std::is_void<typename O::Node>::value) {
-    if (const char* why = op.uncovered()) count_fallback(O::kFamily, why);
+    if (const char* why = op.uncovered()) count_fallback(op.family(), why);
     return call.stock(O::kStock);  // an operator we only count
   } else {
     // Note [Compile tracing] (rules.h): PyTorch's own tracing is served, graph-friendly.
@@ -211,7 +216,7 @@ void kernel(const c10::OperatorHandle& handle, c10::DispatchKeySet ks, torch::ji
     if (!why) why = op.prepare(call);
     if (why) {
       tracing_scope.reset();
-      count_fallback(O::kFamily, why);
+      count_fallback(op.family(), why);
       return call.stock(O::kStock);
     }
     NodePtr<typename O::Node> node = op.node(call);
@@ -224,7 +229,7 @@ void kernel(const c10::OperatorHandle& handle, c10::DispatchKeySet ks, torch::ji
     if constexpr (O::kInplace) torch::autograd::rebase_history(output, node);
     else torch::autograd::set_history(output, node);
     // Fakes hold no bytes; the compiled graph keeps what the node keeps (Note [Compile tracing]).
-    count_substituted(O::kFamily, handle.operator_name(), traced ? Bytes{} : footprint.kept,
+    count_substituted(op.family(), handle.operator_name(), traced ? Bytes{} : footprint.kept,
                       traced ? Bytes{} : footprint.stock);
   }
 }
@@ -278,8 +283,11 @@ class Registrar {
   torch::Library* cuda_;
 };
 
+// `also`: further families whose being asked for (MEMSAVE_OPS) registers this one's kernels
+// too (linear's kernel serves the recipe family's consumers); the kernels then decide per
+// call (Op::enabled(), wanted()).
 struct FamilyRegistration {
-  FamilyRegistration(memsave_family_t family, void (*fn)(Registrar&));
+  FamilyRegistration(memsave_family_t family, void (*fn)(Registrar&), unsigned also = 0);
 };
 
 }  // namespace memsave

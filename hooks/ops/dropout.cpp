@@ -22,6 +22,7 @@
 
 #include "../core/bitmask.h"
 #include "../core/kernel.h"
+#include "../core/recipe.h"
 
 namespace memsave {
 namespace {
@@ -48,7 +49,10 @@ struct DropoutSaved {
   at::Tensor bits, value;
 };
 
-class MemsaveDropoutBackward final : public MemsaveNode<DropoutSaved> {
+// When the input is itself a recipe (dropout(gelu(h)) in a transformer's MLP), the output is
+// one too (Note [Recipe] in core/recipe.h): input * noise, with the input recomputed and the
+// noise rebuilt as backward rebuilds it.
+class MemsaveDropoutBackward final : public MemsaveNode<DropoutSaved>, public RecipeProducer {
  public:
   std::string name() const override { return "MemsaveDropoutBackward"; }
 
@@ -57,8 +61,35 @@ class MemsaveDropoutBackward final : public MemsaveNode<DropoutSaved> {
     mask_ = std::move(mask);  // the layout; the bytes are in bits_
     value_ = SavedVariable(value, /*is_output=*/false);
   }
+  // The input's recipe, which costs nothing to keep.
+  void keep_input_recipe(const at::Tensor& input, const RecipeSource& source) { input_.keep(input, source); }
+
+  bool recomputable() const override { return input_.by_recipe(); }
+  void recipe_check() override {
+    (void)unpack();
+    (void)input_.unpack(true);
+  }
+  at::Tensor recompute_output() override {
+    const DropoutSaved s = unpack();
+    at::Tensor input = input_.value(input_.unpack(true));
+    const at::Tensor n = noise(s);
+    PlainUnlessTraced guard;
+    at::NoGradGuard no_grad;
+    // The forward's input * noise (Note [Recomputing in place] in core/recipe.h).
+    return input_.fresh() && can_multiply_into(input, n) ? at::mul_out(input, input, n) : at::mul(input, n);
+  }
+  void recipe_fields(Fields& f) override {
+    fields(f);
+    input_.fields(f);
+  }
 
  private:
+  at::Tensor noise(const DropoutSaved& s) const {
+    PlainUnlessTraced guard;
+    // In place: one noise-sized buffer.
+    return mask_.unpack_bits(s.bits, s.value.scalar_type(), 1, 0).mul_(s.value);
+  }
+
   DropoutSaved unpack() override { return {bits_.unpack(), value_.unpack()}; }
   void release() override { reset_data(bits_, value_); }
   void fields(Fields& f) override {
@@ -68,18 +99,13 @@ class MemsaveDropoutBackward final : public MemsaveNode<DropoutSaved> {
   }
 
   void backward(const at::Tensor& grad, const DropoutSaved& s, variable_list& out) override {
-    at::Tensor noise;
-    {
-      PlainUnlessTraced guard;
-      // In place: one noise-sized buffer.
-      noise = mask_.unpack_bits(s.bits, s.value.scalar_type(), 1, 0).mul_(s.value);
-    }
-    out[0] = at::mul(grad, noise);  // stock: mul_tensor_backward(grad, other) = grad * other.conj()
+    out[0] = at::mul(grad, noise(s));  // stock: mul_tensor_backward(grad, other) = grad * other.conj()
   }
 
   BitMask mask_;
   SavedVariable bits_;
   SavedVariable value_;  // 0-dim, the noise's dtype and device
+  KeptOperand input_;    // by recipe only
 };
 
 // Node for native_dropout: NativeDropoutBackward0's formula with the mask unpacked to the
@@ -192,6 +218,8 @@ struct Dropout : DropoutOp<Dropout<kInplaceOp>> {
       noise_bytes = tensor_bytes(noise);
       node.keep(std::move(mask), std::move(value));
     }
+    if (!kInplace && recipes_on(python_keys(c.keys())) && !saved_tensor_hooks_set())
+      if (const auto source = recipe_source(this->input)) node.keep_input_recipe(this->input, *source);
     at::Tensor result;
     if (kInplace) {
       at::AutoDispatchBelowAutograd guard;  // ADInplaceOrView bumps the version counter

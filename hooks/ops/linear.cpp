@@ -20,6 +20,7 @@
 #include <torch/version.h>
 
 #include "../core/kernel.h"
+#include "../core/recipe.h"
 
 namespace memsave {
 namespace {
@@ -62,24 +63,27 @@ class MemsaveLinearBackward final : public MemsaveNode<LinearSaved> {
  public:
   // `mat1` is the 2-D input of stock's mm/addmm (the input or its folded view), `mat2` is
   // w.t(), both made with autograd (Note [Linear edges]).
+  // `input_source`: the input's recipe (Note [Recipe] in core/recipe.h), kept in place of
+  // mat1 (the input or its fold).
   MemsaveLinearBackward(const at::Tensor& mat1, const at::Tensor& mat2, const at::Tensor& bias, bool folded,
-                        bool bias_grad_folded)
-      : mat1_(mat2.requires_grad() ? mat1 : at::Tensor(), /*is_output=*/false),
-        mat2_(mat1.requires_grad() ? mat2 : at::Tensor(), /*is_output=*/false),
+                        bool bias_grad_folded, const at::Tensor& input, const c10::optional<RecipeSource>& input_source)
+      : mat2_(mat1.requires_grad() ? mat2 : at::Tensor(), /*is_output=*/false),
         mat1_geometry_(mat1),
         mat2_geometry_(mat2),
         bias_sizes_(bias.defined() ? bias.sizes().vec() : std::vector<int64_t>()),
         folded_(folded),
         bias_grad_folded_(bias_grad_folded),
-        addmm_(bias.defined() && bias_grad_folded) {}
+        addmm_(bias.defined() && bias_grad_folded) {
+    if (mat2.requires_grad()) mat1_.keep(mat1, input_source, input);
+  }
 
   std::string name() const override { return "MemsaveLinearBackward"; }
 
  private:
-  LinearSaved unpack() override { return {mat1_.unpack(), mat2_.unpack()}; }
+  LinearSaved unpack() override { return {mat1_.unpack(!functional()), mat2_.unpack()}; }
   void release() override { reset_data(mat1_, mat2_); }
   void fields(Fields& f) override {
-    f.saved(mat1_, false);
+    mat1_.fields(f);
     f.saved(mat2_, false);
     for (const MatrixGeometry* m : {&mat1_geometry_, &mat2_geometry_}) {
       f.ints(m->sizes);
@@ -105,15 +109,18 @@ class MemsaveLinearBackward final : public MemsaveNode<LinearSaved> {
         out[0] = mat1_geometry_.column_major() ? s.mat2.mm(grad2.t()).t() : grad2.mm(s.mat2.t());
     };
     const auto mat2_grad = [&] {
-      if (wanted(1))
-        out[1] = mat2_geometry_.column_major() ? grad2.t().mm(s.mat1).t() : s.mat1.t().mm(grad2);
+      if (wanted(1)) {
+        const at::Tensor mat1 = mat1_.tensor(s.mat1);
+        out[1] = mat2_geometry_.column_major() ? grad2.t().mm(mat1).t() : mat1.t().mm(grad2);
+      }
     };
     if (addmm_) mat1_grad(), mat2_grad();
     else mat2_grad(), mat1_grad();
     if (bias_grad_folded_ && wanted(2)) out[2] = grad2;  // addmm: the engine reduces it
   }
 
-  SavedVariable mat1_, mat2_;
+  KeptOperand mat1_;  // the 2-D input, or its recipe
+  SavedVariable mat2_;
   MatrixGeometry mat1_geometry_;  // the 2-D input of stock's mm/addmm
   MatrixGeometry mat2_geometry_;  // w.t()
   std::vector<int64_t> bias_sizes_;
@@ -140,12 +147,32 @@ struct Linear : Op<Linear> {
 
   at::Tensor input, weight, bias;
   at::Tensor mat1, mat2;  // the 2-D operands of stock's mm/addmm, made with autograd
-  explicit Linear(const Call& c) : input(c.tensor(0)), weight(c.tensor(1)), bias(c.optional_tensor(2)) {}
+  // The input's recipe, kept in place of mat1 when the weight needs a gradient (the recipe
+  // family's consumer, Note [Recipe] in core/recipe.h).
+  c10::optional<RecipeSource> input_source;
+  bool recipe_call = false;  // counted under the recipe family
+  explicit Linear(const Call& c) : input(c.tensor(0)), weight(c.tensor(1)), bias(c.optional_tensor(2)) {
+    if (weight.requires_grad() && recipes_on(python_keys(c.keys()))) input_source = recipe_source(input);
+    recipe_call = input_source.has_value();
+  }
+
+  // Registered for the recipe family too (its registration below): a call is ours when the
+  // linear family is on, or when the recipe family can keep the input's recipe.
+  static bool enabled() { return family_on(MEMSAVE_FAMILY_LINEAR) || family_on(MEMSAVE_FAMILY_RECIPE); }
+  memsave_family_t family() const { return recipe_call ? MEMSAVE_FAMILY_RECIPE : MEMSAVE_FAMILY_LINEAR; }
+  bool wanted() const {
+    return (family_on(MEMSAVE_FAMILY_LINEAR) || recipe_call) && Op<Linear>::wanted();
+  }
 
   std::array<at::Tensor, 3> differentiable() const { return {input, weight, bias}; }
   std::array<at::Tensor, 3> edges() const { return {mat1, mat2, bias}; }
 
   const char* prepare(const Call&) {
+    if (input_source && saved_tensor_hooks_set()) {
+      if (!family_on(MEMSAVE_FAMILY_LINEAR)) return kRecipeUnderHooks;  // counted as the recipe family's
+      input_source.reset();  // stock's tensors, as the hooks expect
+      recipe_call = false;
+    }
     if (weight.dim() != 2) return "linear weight is not 2-D";
     if (input.dim() < 2) return "linear input is 1-D";  // stock goes through unsqueeze/squeeze
     if (input.numel() == 0) return "linear input is empty";
@@ -177,14 +204,14 @@ struct Linear : Op<Linear> {
   }
 
   NodePtr<Node> node(const Call&) const {
-    return make_node<Node>(mat1, mat2, bias, input.dim() != 2, input.dim() == 2 || folds_bias());
+    return make_node<Node>(mat1, mat2, bias, input.dim() != 2, input.dim() == 2 || folds_bias(), input, input_source);
   }
 
   // Stock keeps the (folded) input when the weight needs a gradient and w.t() when the
-  // input does: the same tensors as ours.
+  // input does: the same tensors as ours, but for an input kept as a recipe.
   Footprint keep(const Call&, Node&) const {
-    const Bytes kept{weight.requires_grad() ? tensor_bytes(input) : 0, input.requires_grad() ? tensor_bytes(weight) : 0};
-    return {kept, kept};
+    const Bytes stock{weight.requires_grad() ? tensor_bytes(input) : 0, input.requires_grad() ? tensor_bytes(weight) : 0};
+    return {{input_source ? 0 : stock.activations, stock.parameters}, stock};
   }
 
  private:
@@ -193,7 +220,7 @@ struct Linear : Op<Linear> {
 };
 
 void register_linear(Registrar& r) { r.op<Linear>("linear"); }
-const FamilyRegistration registration(MEMSAVE_FAMILY_LINEAR, &register_linear);
+const FamilyRegistration registration(MEMSAVE_FAMILY_LINEAR, &register_linear, 1u << MEMSAVE_FAMILY_RECIPE);
 
 }  // namespace
 }  // namespace memsave

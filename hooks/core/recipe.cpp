@@ -1,0 +1,146 @@
+// SPDX-License-Identifier: MIT
+// recipe.cpp: Note [Recipe] and Note [Recipe source] (recipe.h).
+#include "recipe.h"
+
+#include <ATen/ExpandUtils.h>
+#include <ATen/SavedTensorHooks.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/gelu.h>
+#include <ATen/ops/silu.h>
+#include <torch/csrc/autograd/generated/Functions.h>
+#include <torch/csrc/autograd/variable.h>
+
+#include <sstream>
+
+#include "rules.h"
+#include "shared.h"
+
+namespace memsave {
+
+using Kind = RecipeSource::Kind;
+
+c10::optional<RecipeSource> recipe_source(const at::Tensor& t) {
+  if (!t.defined() || !t.requires_grad() || t.is_view() || t.output_nr() != 0 || t._version() != 0) return c10::nullopt;
+  torch::autograd::Node* node = t.grad_fn().get();
+  if (!node) return c10::nullopt;
+  if (auto* silu = dynamic_cast<torch::autograd::generated::SiluBackward0*>(node))
+    return RecipeSource{Kind::kSilu, &silu->self_, nullptr};
+  if (auto* gelu = dynamic_cast<torch::autograd::generated::GeluBackward0*>(node)) {
+    if (gelu->approximate == "none") return RecipeSource{Kind::kGeluNone, &gelu->self_, nullptr};
+    if (gelu->approximate == "tanh") return RecipeSource{Kind::kGeluTanh, &gelu->self_, nullptr};
+    return c10::nullopt;
+  }
+  if (auto* ours = dynamic_cast<RecipeProducer*>(node))
+    if (ours->recomputable()) return RecipeSource{Kind::kOurs, nullptr, ours};
+  return c10::nullopt;
+}
+
+bool recipes_on(bool traced) { return !traced && family_on(MEMSAVE_FAMILY_RECIPE); }
+
+bool can_multiply_into(const at::Tensor& into, const at::Tensor& other) {
+  return !tracing() && into.is_contiguous() && other.is_contiguous() && into.dtype() == other.dtype() &&
+         into.device() == other.device() && into.dim() >= other.dim() &&
+         at::infer_size(into.sizes(), other.sizes()) == into.sizes();
+}
+
+bool saved_tensor_hooks_set() { return !at::SavedTensorDefaultHooks::get_tls_state().stack.empty(); }
+
+namespace {
+// The producer's kernel, below autograd.
+at::Tensor recompute(const RecipeSource& s, const at::Tensor& input) {
+  at::NoGradGuard no_grad;
+  PlainUnlessTraced below;
+  switch (s.kind) {
+    case Kind::kSilu: return at::silu(input);
+    case Kind::kGeluNone: return at::gelu(input, "none");
+    case Kind::kGeluTanh: return at::gelu(input, "tanh");
+    case Kind::kOurs: return s.ours->recompute_output();
+  }
+  TORCH_INTERNAL_ASSERT(false, "memsave: unknown recipe");
+}
+}  // namespace
+
+void KeptOperand::keep(const at::Tensor& t, const c10::optional<RecipeSource>& source, const at::Tensor& base) {
+  kept_ = true;
+  if (!source) {
+    saved_ = torch::autograd::SavedVariable(t, /*is_output=*/false);
+    return;
+  }
+  const at::Tensor& b = base.defined() ? base : t;
+  source_ = source;
+  producer_ = b.grad_fn();
+  edge_ = torch::autograd::impl::gradient_edge(t);
+  version_ = torch::autograd::impl::version_counter(t);
+  saved_version_ = version_.current_version();
+  base_sizes_ = b.sizes().vec();
+  base_strides_ = b.strides().vec();
+  view_ = !t.is_same(b);
+  sizes_ = t.sizes().vec();
+  strides_ = t.strides().vec();
+  offset_ = t.storage_offset() - b.storage_offset();
+  options_ = t.options();
+}
+
+at::Tensor KeptOperand::unpack(bool check) const {
+  if (!by_recipe()) return saved_.unpack();
+  if (check && version_.current_version() != saved_version_) raise_version_error();
+  if (source_->kind != Kind::kOurs) return source_->input->unpack();
+  source_->ours->recipe_check();
+  return at::Tensor();
+}
+
+at::Tensor KeptOperand::value(const at::Tensor& unpacked) const {
+  if (!by_recipe()) return unpacked;
+  at::Tensor b = recompute(*source_, unpacked);
+  TORCH_INTERNAL_ASSERT(b.sizes() == at::IntArrayRef(base_sizes_) && b.strides() == at::IntArrayRef(base_strides_) &&
+                            b.dtype() == options_.dtype(),
+                        "memsave: a recomputed tensor's geometry differs from the original's");
+  return view_ ? b.as_strided(sizes_, strides_, b.storage_offset() + offset_) : b;
+}
+
+at::Tensor KeptOperand::tensor(const at::Tensor& unpacked) const {
+  if (!by_recipe()) return unpacked;
+  at::Tensor t = value(unpacked);
+  if (tracing()) return t;
+  t = torch::autograd::make_variable(t, edge_);
+  torch::autograd::impl::set_version_counter(t, version_);
+  return t;
+}
+
+void KeptOperand::reset_data() {
+  saved_.reset_data();
+  producer_.reset();
+  edge_ = torch::autograd::Edge();
+}
+
+void KeptOperand::fields(Fields& f) {
+  f.flag(kept_);
+  f.flag(by_recipe());
+  if (!by_recipe()) {
+    if (kept_) f.saved(saved_, false);
+    return;
+  }
+  f.integer(static_cast<int64_t>(source_->kind));
+  if (source_->kind == Kind::kOurs) source_->ours->recipe_fields(f);
+  else f.saved(*source_->input, false);
+  f.ints(base_sizes_);
+  f.ints(base_strides_);
+  f.flag(view_);
+  f.ints(sizes_);
+  f.ints(strides_);
+  f.integer(offset_);
+  f.options(options_);
+}
+
+// Stock's SavedVariable::unpack error for the operand, naming the node that made it.
+void KeptOperand::raise_version_error() const {
+  std::ostringstream msg;
+  msg << "one of the variables needed for gradient computation has been modified by an inplace operation: ["
+      << c10::toString(options_.computeDispatchKey()) << c10::toString(options_.dtype().toScalarType()) << "Type "
+      << at::IntArrayRef(sizes_) << "], which is output " << edge_.input_nr << " of "
+      << version_error_name(*edge_.function) << ", is at version " << version_.current_version()
+      << "; expected version " << saved_version_ << " instead." << stock_version_hint();
+  TORCH_CHECK(false, msg.str());
+}
+
+}  // namespace memsave

@@ -1,0 +1,118 @@
+// SPDX-License-Identifier: MIT
+// recipe.h: keeping a recipe for a tensor instead of the tensor (Note [Recipe]).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/TensorOptions.h>
+#include <c10/util/Optional.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/saved_variable.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "compat.h"
+#include "fields.h"
+
+namespace memsave {
+
+// Note [Recipe]: a consumer node (a multiply, a linear) must keep an operand for backward.
+// When that operand is a producer's untouched output (Note [Recipe source]) and the producer's
+// node keeps what made it anyway, the consumer keeps the recipe instead: the producer's node,
+// the operand's version and geometry. Backward recomputes the operand from the producer's
+// kept tensors with the kernel that made it (same inputs, same sizes and strides: the same
+// elements in the same order), and, under create_graph, gives it the operand's own gradient
+// edge, as stock's unpacked SavedVariable has, so the double-backward graph is stock's.
+// Producers: stock's SiluBackward0 and GeluBackward0 (which keep their input), and nodes of
+// ours that implement RecipeProducer (a multiply that keeps both operands, a dropout whose
+// input is itself a recipe): recipes chain. Under compile tracing there are no recipes: the
+// compiler's partitioner decides what to recompute. With saved-tensor hooks set, none either:
+// the hooks see what stock keeps. The recipe family (MEMSAVE_OPS) switches them.
+//
+// Note [Recipe source]: a tensor t is recomputable when
+//   - its grad_fn is a producer and t is its output 0, not a view;
+//   - t is at version 0: an out-of-place result that nothing modified since, even under
+//     no_grad (an in-place change with grad mode on would also have replaced its grad_fn;
+//     silu_, whose result has version >= 1, never qualifies).
+// What autograd cannot see cannot be seen here either: a write through `.data` (which shares
+// no version counter) changes t without a trace; stock's saved t would carry it while the
+// recomputed one would not (docs/limits.md).
+
+// A node of ours whose output 0 can be recomputed, bit for bit, from what it keeps.
+class RecipeProducer {
+ public:
+  // Whether its forward kept all that the recomputation needs.
+  virtual bool recomputable() const = 0;
+  // Raises what unpacking those kept tensors raises (a version mismatch, backward twice).
+  virtual void recipe_check() = 0;
+  // Output 0, recomputed: a plain tensor without history.
+  virtual at::Tensor recompute_output() = 0;
+  // What the recomputation depends on, for compiled autograd (fields.h).
+  virtual void recipe_fields(Fields& f) = 0;
+
+ protected:
+  ~RecipeProducer() = default;
+};
+
+struct RecipeSource {
+  enum class Kind : int64_t { kSilu = 0, kGeluNone = 1, kGeluTanh = 2, kOurs = 3 } kind;
+  torch::autograd::SavedVariable* input = nullptr;  // stock's producers: the node's kept input
+  RecipeProducer* ours = nullptr;                   // kOurs
+};
+
+// The recipe of `t` (Note [Recipe source]), or nothing.
+c10::optional<RecipeSource> recipe_source(const at::Tensor& t);
+// Whether a call may keep recipes: the recipe family on, not under compile tracing (`traced`:
+// the call has Python dispatch keys).
+bool recipes_on(bool traced);
+// Note [Recomputing in place]: at::mul_out(a, a, b) and at::mul_out(b, a, b) run at::mul(a, b)'s
+// kernel with the same operands in the same order (the order matters: of two NaNs, the
+// result carries the first one's payload), writing into one of them. Into a fresh
+// recomputation of the same sizes, dtype and (contiguous) layout as the result, it saves one
+// buffer.
+bool can_multiply_into(const at::Tensor& into, const at::Tensor& other);
+// Saved-tensor hooks are set: they see what stock keeps, so no recipe is kept (counted).
+bool saved_tensor_hooks_set();
+constexpr const char* kRecipeUnderHooks = "recipe: saved-tensor hooks are set (they see what stock keeps)";
+
+// One tensor a node needs in backward: a SavedVariable, as stock keeps it, or a recipe.
+class KeptOperand {
+ public:
+  // Keeps `t` as stock does; or, with `source`, the recipe of `base` (`t` itself, or `t` a
+  // view of it: linear's fold).
+  void keep(const at::Tensor& t, const c10::optional<RecipeSource>& source = c10::nullopt, const at::Tensor& base = {});
+  bool defined() const { return kept_; }
+  bool by_recipe() const { return source_.has_value(); }
+  // value() is a new tensor nobody else holds (a recomputation, not a view of one), which the
+  // caller may overwrite.
+  bool fresh() const { return by_recipe() && !view_; }
+
+  // What stock's unpack raises, in stock's order: backward twice, a version mismatch of the
+  // operand (`check`: not in a functional backward) or of what its recipe reads. Returns what
+  // value() needs: the tensor, or the stock producer's input.
+  at::Tensor unpack(bool check) const;
+  // The tensor from what unpack() returned, without history (for a recomputation).
+  at::Tensor value(const at::Tensor& unpacked) const;
+  // The tensor as stock's SavedVariable::unpack gives it: with its gradient edge.
+  at::Tensor tensor(const at::Tensor& unpacked) const;
+  void reset_data();
+  void fields(Fields& f);
+
+ private:
+  [[noreturn]] void raise_version_error() const;
+
+  bool kept_ = false;
+  torch::autograd::SavedVariable saved_;
+  c10::optional<RecipeSource> source_;
+  NodePtr<torch::autograd::Node> producer_;  // base's grad_fn: keeps the source alive
+  torch::autograd::Edge edge_;               // t's gradient edge
+  c10::VariableVersion version_{c10::VariableVersion::DISABLED};
+  uint32_t saved_version_ = 0;
+  std::vector<int64_t> base_sizes_, base_strides_;
+  bool view_ = false;  // t is a view of base
+  std::vector<int64_t> sizes_, strides_;
+  int64_t offset_ = 0;  // t's storage offset, relative to base's
+  at::TensorOptions options_;
+};
+
+}  // namespace memsave
