@@ -6,7 +6,7 @@
 # (stock and libmemsave alternated, medians of RUNS runs each) and writes bench/results.csv,
 # bench/results.md and the chart bench/memory-ratio.png (gnuplot, from the CSV).
 #
-#   bench/run.sh [-n RUNS] [--quick] [--python | --torchscript] [--build DIR] [--out DIR]
+#   bench/run.sh [-n RUNS] [--quick] [--python | --torchscript | --transformers] [--build DIR] [--out DIR]
 #
 # --quick runs a small subset (a few rows, a couple of minutes). --python runs the same
 # cases on torchvision's models with /usr/bin/python3 (bench/torchvision_case.py, unmodified
@@ -15,6 +15,10 @@
 # scripted: resnet18.script; bench/export_torchscript.py) and fine-tuned by the C++ demo
 # (memsave-demo --torchscript), next to the demo's eager C++ resnet18, and writes
 # results-torchscript.{csv,md} and memory-ratio-torchscript.png.
+# --transformers runs bench/transformer_case.py (a LLaMA-style MLP stack and a GELU
+# transformer encoder, the recipe family's workloads) with /usr/bin/python3, each row also
+# with the recipe family off (--ops -recipe: libmemsave as it was before recipes), and the
+# C++ demo's ReLU transformer with and without it; writes results-transformers.{csv,md}.
 # Timings on a machine shared with other work are noisy; the memory columns are exact and
 # repeat to the byte.
 set -eu
@@ -25,6 +29,7 @@ runs=3
 quick=0
 python=0
 torchscript=0
+transformers=0
 build="$root/build"
 out="$here"
 cmdline="bench/run.sh $*"
@@ -34,6 +39,7 @@ while [ $# -gt 0 ]; do
     --quick) quick=1; shift ;;
     --python) python=1; shift ;;
     --torchscript) torchscript=1; shift ;;
+    --transformers) transformers=1; shift ;;
     --build) build=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     -h|--help) sed -n '3,/^set -eu/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -151,10 +157,41 @@ resnet18 adversarial 8 128 2
 resnet18.trace adversarial 8 128 2
 resnet18.script adversarial 8 128 2
 "
+# bench/transformer_case.py (model scenario batch seq steps) and the demo's transformer
+# (demo:transformer); the last column, when present, is the family list given to `memsave ab
+# --ops` (B's MEMSAVE_OPS).
+tf_rows_full="
+llama-mlp input 8 96 2
+llama-mlp input 8 96 2 -recipe
+llama-mlp lora 8 96 2
+llama-mlp lora 8 96 2 -recipe
+llama-mlp full 8 96 2
+llama-mlp full 8 96 2 -recipe
+gelu-encoder full 8 96 2
+gelu-encoder full 8 96 2 -recipe
+gelu-encoder lora 8 96 2
+gelu-encoder lora 8 96 2 -recipe
+gelu-encoder input 8 96 2
+gelu-encoder input 8 96 2 -recipe
+demo:transformer full 8 64 2
+demo:transformer full 8 64 2 -recipe
+demo:transformer bitfit 8 64 2
+demo:transformer bitfit 8 64 2 -recipe
+"
+tf_rows_quick="
+llama-mlp input 8 96 2
+gelu-encoder full 8 96 2
+"
 suffix=""
-if [ "$python" = 1 ] && [ "$torchscript" = 1 ]; then
-  echo "bench/run.sh: --python and --torchscript are separate tables; choose one" >&2
+if [ $((python + torchscript + transformers)) -gt 1 ]; then
+  echo "bench/run.sh: --python, --torchscript and --transformers are separate tables; choose one" >&2
   exit 2
+fi
+if [ "$transformers" = 1 ]; then
+  suffix="-transformers"
+  python_bin=${MEMSAVE_BENCH_PYTHON:-/usr/bin/python3}
+  rows_full=$tf_rows_full
+  rows_quick=$tf_rows_quick
 fi
 if [ "$torchscript" = 1 ]; then
   suffix="-torchscript"
@@ -177,7 +214,15 @@ case_command() { # model scenario batch size steps
       echo "$demo --scenario $2 --torchscript $tmp/$1.pt --batch $3 --size $4 --steps $5"
       return
       ;;
+    demo:*)
+      echo "$demo --scenario $2 --model ${1#demo:} --batch $3 --size $4 --steps $5"
+      return
+      ;;
   esac
+  if [ "$transformers" = 1 ]; then
+    echo "$python_bin $here/transformer_case.py $1 $2 --batch $3 --seq $4 --steps $5"
+    return
+  fi
   if [ "$python" = 1 ]; then
     echo "$python_bin $here/torchvision_case.py $1 $2 --batch $3 --size $4 --steps $5"
   else
@@ -204,20 +249,22 @@ torch=""
 
 # The steps peak of one run (memsave-demo's and torchvision_case.py's stderr line): the peak
 # CPU tensor bytes above what is alive before the first step. Exact, so one run per side.
-steps_peak() { # MEMSAVE value, then the program and its arguments
+steps_peak() { # MEMSAVE value, MEMSAVE_OPS value (or ""), then the program and its arguments
   m=$1
-  shift
+  o=$2
+  shift 2
+  if [ -n "$o" ]; then export MEMSAVE_OPS="$o"; else unset MEMSAVE_OPS; fi
   MEMSAVE=$m LD_PRELOAD="$build/libmemsave.so" "$@" 2>&1 >/dev/null |
     sed -n 's/.*steps peak above them \([0-9][0-9]*\).*/\1/p' | tail -1
 }
 
 echo "model,scenario,batch,size,steps,peak_stock_bytes,peak_memsave_bytes,peak_ratio,time_stock_s,time_memsave_s,time_ratio,outputs_identical,steps_peak_stock_bytes,steps_peak_memsave_bytes,steps_peak_ratio" > "$tmp/rows.csv"
-echo "$rows" | while read -r model scenario batch size steps; do
+echo "$rows" | while read -r model scenario batch size steps ops; do
   [ -n "$model" ] || continue
-  printf 'bench: %-12s %-18s batch %s size %s steps %s ... ' "$model" "$scenario" "$batch" "$size" "$steps" >&2
+  printf 'bench: %-12s %-18s batch %s size %s steps %s %s... ' "$model" "$scenario" "$batch" "$size" "$steps" "${ops:+ops $ops }" >&2
   set +e
   # shellcheck disable=SC2046 # the paths have no blanks (checked above)
-  "$memsave" ab -n "$runs" --json --check-output -- $(case_command "$model" "$scenario" "$batch" "$size" "$steps") \
+  "$memsave" ab -n "$runs" --json --check-output ${ops:+--ops "$ops"} -- $(case_command "$model" "$scenario" "$batch" "$size" "$steps") \
     > "$tmp/ab.json" 2> "$tmp/ab.err"
   rc=$?
   set -e
@@ -228,9 +275,10 @@ echo "$rows" | while read -r model scenario batch size steps; do
     continue
   fi
   # shellcheck disable=SC2046
-  sa=$(steps_peak 0 $(case_command "$model" "$scenario" "$batch" "$size" "$steps"))
+  sa=$(steps_peak 0 "" $(case_command "$model" "$scenario" "$batch" "$size" "$steps"))
   # shellcheck disable=SC2046
-  sb=$(steps_peak 1 $(case_command "$model" "$scenario" "$batch" "$size" "$steps"))
+  sb=$(steps_peak 1 "$ops" $(case_command "$model" "$scenario" "$batch" "$size" "$steps"))
+  [ -z "$ops" ] || model="$model (ops $ops)"
   sr=$(awk -v a="$sa" -v b="$sb" 'BEGIN { if (a > 0 && b != "") printf "%.4g", b / a }')
   jq -r --arg m "$model" --arg s "$scenario" --arg b "$batch" --arg z "$size" --arg k "$steps" \
         --arg sa "$sa" --arg sb "$sb" --arg sr "$sr" '
@@ -256,6 +304,10 @@ mib() { awk -v b="$1" 'BEGIN { if (b == "") print "-"; else printf "%.1f", b / 1
     echo "# Benchmark: stock PyTorch versus libmemsave, torchvision models on the Python host"
     echo
     echo "- command: \`$cmdline\` (each row: \`memsave ab -n $runs --json --check-output -- $python_bin bench/torchvision_case.py M S --batch B --size S --steps K\`; random weights; losses printed with 17 digits and a SHA-256 of the gradients, so equal outputs mean bitwise-equal gradients)"
+  elif [ "$transformers" = 1 ]; then
+    echo "# Benchmark: stock PyTorch versus libmemsave, transformer blocks (the recipe family)"
+    echo
+    echo "- command: \`$cmdline\` (each row: \`memsave ab -n $runs --json --check-output [--ops OPS] -- $python_bin bench/transformer_case.py M S --batch B --seq T --steps K\`, or memsave-demo's transformer for demo:transformer; random weights; losses printed with 17 digits and a SHA-256 of the gradients, so equal outputs mean bitwise-equal gradients; rows marked (ops -recipe) run libmemsave with the recipe family off, i.e. as it was before it)"
   elif [ "$torchscript" = 1 ]; then
     echo "# Benchmark: stock LibTorch versus libmemsave, TorchScript modules fine-tuned in C++"
     echo

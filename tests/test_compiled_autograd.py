@@ -13,7 +13,8 @@
 #
 # Eager forwards of small frozen networks that reach every node class of ours (convolution,
 # batch norm in eval, the ReLU family with its parameters, max/avg/adaptive pooling, mean,
-# dropout and native dropout, linear), each followed by a backward under compiled autograd
+# dropout and native dropout, linear, the recipe family's multiply and chains), each followed
+# by a backward under compiled autograd
 # (torch._dynamo.compiled_autograd's _enable, or enable, with torch.compile, backend aot_eager; one network
 # again with eager and with inductor), against the same steps with libmemsave switched off
 # (memsave_set_enabled(0)), which builds stock's nodes:
@@ -143,6 +144,22 @@ def run(net, x, on, backend):
     finally:
         lib.memsave_set_enabled(previous)
     return grads, names, graphs
+
+
+class GatedMLP(nn.Module):
+    """The recipe family's chains (hooks/ops/recipe.cpp): a multiply keeping a SiLU output's
+    recipe, a dropout of the product and a linear keeping that recipe, a linear keeping a
+    GELU (tanh) output's recipe; every parameter trains."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.gate, self.up = nn.Linear(12, 16, bias=False), nn.Linear(12, 16, bias=False)
+        self.down, self.fc1, self.fc2 = nn.Linear(16, 12), nn.Linear(12, 16), nn.Linear(16, 12)
+
+    def forward(self, x):
+        y = self.down(F.dropout(F.silu(self.gate(x)) * self.up(x), 0.25, True))
+        return y + self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
 def bitwise(a, b):
@@ -287,6 +304,9 @@ def main():
         # reset, the graph compiled for aot_eager above would run again (compiled no graph).
         torch._dynamo.reset()
         check("adversarial, inductor", frozen(Net()), x, backend="inductor")
+
+    torch._dynamo.reset()
+    check("recipes", GatedMLP(), special, want={"MemsaveMulBackward", "MemsaveDropoutBackward", "MemsaveLinearBackward"})
 
     # Stock's errors, raised by compiled_args before anything is traced.
     net = frozen(Net())

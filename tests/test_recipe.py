@@ -6,11 +6,18 @@
 #     the left, on the right, on both sides, broadcast against a parameter; float, double,
 #     bfloat16; NaN, inf and -0.0 among the values; every requires_grad pattern of the other
 #     operand: outputs, gradients, and the second-order gradients of double backward;
+#   - chains (Note [Recipe] in hooks/core/recipe.h): a linear whose weight needs a gradient
+#     keeps the recipe of its input (SiLU, GELU, a product of a recipe, a dropout of one;
+#     2-D and folded 3-D, with and without bias), every requires_grad pattern of u, w, b,
+#     double backward included (the operand order of MulBackward0's gradients shows in NaN
+#     payloads there);
 #   - the recipe is taken where it should be (grad_fn MemsaveMulBackward, bytes not kept)
 #     and not where it must not be (an output modified in place before the multiply,
-#     saved-tensor hooks set: stock's MulBackward0);
+#     saved-tensor hooks set: stock's MulBackward0); no node under no_grad or inference mode;
+#     forward-mode AD goes to stock, counted;
 #   - stock's errors: an in-place change of the producer's output after the multiply raises
-#     stock's version error, word for word; of its input, an error as in stock; a second
+#     stock's version error, word for word (after a linear, its first part: stock names the
+#     fold's view node); of its input, an error as in stock; a second
 #     backward raises "backward through the graph a second time"; retain_graph and anomaly
 #     mode give stock's gradients;
 #   - memory: four LLaMA-style MLP blocks (no norm), only the input needing a gradient: the
@@ -196,6 +203,18 @@ def recipe_taken_or_not():
     with torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(t) or t, lambda t: t):
         p = F.silu(x * 1) * u
     check(p.grad_fn.name() == "MulBackward0", "recipe taken under saved-tensor hooks")
+    # No node under no_grad or inference mode; forward-mode AD goes to stock, counted.
+    with torch.no_grad():
+        check((F.silu(x * 1) * u).grad_fn is None, "no_grad built a node")
+    with torch.inference_mode():
+        check((F.silu(x * 1) * u).grad_fn is None, "inference mode built a node")
+    import torch.autograd.forward_ad as fwAD
+    fallbacks = stats().fallbacks[RECIPE]
+    with fwAD.dual_level():
+        s = F.silu(x * 1)
+        p = fwAD.unpack_dual(s * fwAD.make_dual(u, torch.ones_like(u))).tangent
+    check(p is not None and torch.equal(p, s.detach()), "forward-mode AD: tangent")
+    check(stats().fallbacks[RECIPE] == fallbacks + 1, "forward-mode AD: not counted as a fallback")
     # Not a producer we know: stock.
     check((torch.tanh(x) * u).grad_fn.name() == "MulBackward0", "tanh's output taken")
 
