@@ -306,7 +306,10 @@ def main():
         check("adversarial, inductor", frozen(Net()), x, backend="inductor")
 
     torch._dynamo.reset()
-    check("recipes", GatedMLP(), special, want={"MemsaveMulBackward", "MemsaveDropoutBackward", "MemsaveLinearBackward"})
+    wide = x.clone()  # the linears' width, with NaN, -0.0, inf and -inf
+    wide[0, 0, 0, :3] = torch.tensor([float("nan"), -0.0, float("inf")])
+    wide[1, 2, 3, 3] = float("-inf")
+    check("recipes", GatedMLP(), wide, want={"MemsaveMulBackward", "MemsaveDropoutBackward", "MemsaveLinearBackward"})
 
     # Stock's errors, raised by compiled_args before anything is traced.
     net = frozen(Net())

@@ -16,8 +16,9 @@
 #     saved-tensor hooks set: stock's MulBackward0); no node under no_grad or inference mode;
 #     forward-mode AD goes to stock, counted;
 #   - stock's errors: an in-place change of the producer's output after the multiply raises
-#     stock's version error, word for word (after a linear, its first part: stock names the
-#     fold's view node); of its input, an error as in stock; a second
+#     stock's version error, word for word (after a linear with a folded input, up to the node it names:
+#     stock names the view's node as regenerated after the change, AsStridedBackward0 on
+#     1.13, which a recipe cannot know); of its input, an error as in stock; a second
 #     backward raises "backward through the graph a second time"; retain_graph and anomaly
 #     mode give stock's gradients;
 #   - memory: four LLaMA-style MLP blocks (no norm), only the input needing a gradient: the
