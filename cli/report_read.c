@@ -21,7 +21,8 @@ static void read_details(const char *json, struct cli_details *d) {
       {"activation_bytes_kept", &d->st.activation_bytes_kept},
       {"activation_bytes_stock", &d->st.activation_bytes_stock},
       {"parameter_bytes_kept", &d->st.parameter_bytes_kept},
-      {"parameter_bytes_stock", &d->st.parameter_bytes_stock}};
+      {"parameter_bytes_stock", &d->st.parameter_bytes_stock},
+      {"recomputed_bytes", &d->st.recomputed_bytes}};
   const char *family = cli_json_get(json, "families");
   for (int f = 0; f < MEMSAVE_FAMILY_COUNT; f++) {
     const char *row = cli_json_get(family, memsave_family_name(f));

@@ -42,6 +42,7 @@ class _CStats(ctypes.Structure):
         ("activation_bytes_stock", ctypes.c_uint64),
         ("parameter_bytes_kept", ctypes.c_uint64),
         ("parameter_bytes_stock", ctypes.c_uint64),
+        ("recomputed_bytes", ctypes.c_uint64),
     ]
 
 
@@ -63,6 +64,7 @@ class Stats:
     activation_bytes_stock: Optional[int] = None
     parameter_bytes_kept: Optional[int] = None
     parameter_bytes_stock: Optional[int] = None
+    recomputed_bytes: Optional[int] = None
 
 
 def _abi():

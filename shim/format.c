@@ -28,14 +28,17 @@ const char *memsave__not_kept(uint64_t stock, uint64_t ours, char *buf, size_t c
 }
 
 const char *memsave__kept_line(const struct memsave_stats *st, char *buf, size_t cap) {
-  char a[32], b[32], c[48], p[32], q[32];
+  char a[32], b[32], c[48], p[32], q[32], r[32];
   int n = snprintf(buf, cap, "activations %s (stock would keep %s, %s); parameters referenced %s",
                    memsave__human(st->activation_bytes_kept, a, sizeof a),
                    memsave__human(st->activation_bytes_stock, b, sizeof b),
                    memsave__not_kept(st->activation_bytes_stock, st->activation_bytes_kept, c, sizeof c),
                    memsave__human(st->parameter_bytes_kept, p, sizeof p));
   if (st->parameter_bytes_kept != st->parameter_bytes_stock && n > 0 && (size_t)n < cap)
-    snprintf(buf + n, cap - (size_t)n, " (stock %s)", memsave__human(st->parameter_bytes_stock, q, sizeof q));
+    n += snprintf(buf + n, cap - (size_t)n, " (stock %s)", memsave__human(st->parameter_bytes_stock, q, sizeof q));
+  if (st->recomputed_bytes && n > 0 && (size_t)n < cap)
+    snprintf(buf + n, cap - (size_t)n, "; of the activations not kept, %s are recomputed in backward (recipes)",
+             memsave__human(st->recomputed_bytes, r, sizeof r));
   return buf;
 }
 
@@ -75,8 +78,10 @@ void memsave__json_counts(FILE *f, const char *const states[], const struct mems
             i ? "," : "", memsave_family_name(i), states[i], (unsigned long long)st->substituted[i],
             (unsigned long long)st->passthrough[i], (unsigned long long)st->fallbacks[i]);
   fprintf(f, "},\"bytes_kept\":%llu,\"bytes_stock\":%llu,\"activation_bytes_kept\":%llu,"
-          "\"activation_bytes_stock\":%llu,\"parameter_bytes_kept\":%llu,\"parameter_bytes_stock\":%llu",
+          "\"activation_bytes_stock\":%llu,\"parameter_bytes_kept\":%llu,\"parameter_bytes_stock\":%llu,"
+          "\"recomputed_bytes\":%llu",
           (unsigned long long)st->bytes_kept, (unsigned long long)st->bytes_stock,
           (unsigned long long)st->activation_bytes_kept, (unsigned long long)st->activation_bytes_stock,
-          (unsigned long long)st->parameter_bytes_kept, (unsigned long long)st->parameter_bytes_stock);
+          (unsigned long long)st->parameter_bytes_kept, (unsigned long long)st->parameter_bytes_stock,
+          (unsigned long long)st->recomputed_bytes);
 }

@@ -28,7 +28,7 @@ extern "C" {
  * 4: the options in one struct (no copies), families_registered/_unavailable, the bytes
  *    kept apart as activations and parameters (issue 11).
  * 5: MEMSAVE_POISON and the count of poisoned stand-ins (issue 23). */
-#define MEMSAVE_HOOKS_ABI_VERSION 5
+#define MEMSAVE_HOOKS_ABI_VERSION 6
 #define MEMSAVE_HOOKS_INIT_SYMBOL "memsave_hooks_init"
 
 /* Levels of the `log` service: warnings are always printed; info and debug follow
@@ -143,6 +143,9 @@ struct memsave_shared {
   uint64_t passthrough[MEMSAVE_FAMILY_SLOTS];
   struct memsave_bytes kept;       /* hooks: tensor bytes our nodes keep (cumulative) */
   struct memsave_bytes stock;      /* hooks: tensor bytes stock's nodes would keep for the same calls */
+  uint64_t recomputed;             /* hooks: activation bytes not kept because a recipe recomputes them
+                                      in backward (Note [Recipe] in hooks/core/recipe.h); part of
+                                      stock.activations - kept.activations */
   int64_t cpu_current_bytes;       /* hooks (counting allocator) */
   int64_t cpu_peak_bytes;          /* hooks; memsave_reset_peak sets it to cpu_current_bytes */
   struct memsave_trace *trace_table; /* hooks: set when opts.trace > 0 and unwinding works */

@@ -90,6 +90,9 @@ struct memsave_stats {
   uint64_t activation_bytes_stock;               /* activations stock's nodes would keep */
   uint64_t parameter_bytes_kept;                 /* parameters our nodes reference */
   uint64_t parameter_bytes_stock;                /* parameters stock's nodes would reference */
+  /* Added in 0.1 (issue 24): of the activations not kept, those a recipe recomputes in
+   * backward (the recipe family), apart from those backward never needs. */
+  uint64_t recomputed_bytes;
 };
 
 /* The library's version, "MAJOR.MINOR.PATCH". */

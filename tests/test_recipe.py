@@ -56,7 +56,9 @@ class Stats(ctypes.Structure):
                 ("fallbacks", ctypes.c_uint64 * 8), ("passthrough", ctypes.c_uint64 * 8),
                 ("bytes_kept", ctypes.c_uint64), ("bytes_stock", ctypes.c_uint64),
                 ("cpu_current_bytes", ctypes.c_uint64), ("cpu_peak_bytes", ctypes.c_uint64),
-                ("cpu_peak_total_bytes", ctypes.c_uint64)]
+                ("cpu_peak_total_bytes", ctypes.c_uint64), ("activation_bytes_kept", ctypes.c_uint64),
+                ("activation_bytes_stock", ctypes.c_uint64), ("parameter_bytes_kept", ctypes.c_uint64),
+                ("parameter_bytes_stock", ctypes.c_uint64), ("recomputed_bytes", ctypes.c_uint64)]
 
 
 def stats():
@@ -194,6 +196,13 @@ def recipe_taken_or_not():
     check(p.grad_fn.name() == "MemsaveMulBackward", "silu * u: recipe not taken")
     not_kept = (after.bytes_stock - before.bytes_stock) - (after.bytes_kept - before.bytes_kept)
     check(not_kept == s.numel() * 4, f"silu * u: bytes not kept {not_kept}, expected {s.numel() * 4}")
+    recomputed = after.recomputed_bytes - before.recomputed_bytes
+    check(recomputed == s.numel() * 4, f"silu * u: recomputed bytes {recomputed}, expected {s.numel() * 4}")
+    w = torch.randn(5, 32, requires_grad=True)
+    before = stats()
+    F.linear(F.gelu(x * 1), w)
+    recomputed = stats().recomputed_bytes - before.recomputed_bytes
+    check(recomputed == x.numel() * 4, f"linear(gelu): recomputed bytes {recomputed}, expected {x.numel() * 4}")
     # Modified in place before the multiply (under no_grad: the grad_fn stays SiluBackward0).
     s = F.silu(x * 1)
     with torch.no_grad():

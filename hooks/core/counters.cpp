@@ -19,7 +19,9 @@ bool family_on(memsave_family_t family) {
   return __atomic_load_n(&g_shared->enabled, __ATOMIC_RELAXED) && (g_shared->opts.ops_mask & (1u << family));
 }
 
-void count_substituted(memsave_family_t family, const c10::OperatorName& op, Bytes kept, Bytes stock) {
+void count_substituted(memsave_family_t family, const c10::OperatorName& op, Bytes kept, Bytes stock,
+                       uint64_t recomputed) {
+  __atomic_fetch_add(&g_shared->recomputed, recomputed, __ATOMIC_RELAXED);
   __atomic_fetch_add(&g_shared->substituted[family], 1, __ATOMIC_RELAXED);
   __atomic_fetch_add(&g_shared->kept.activations, kept.activations, __ATOMIC_RELAXED);
   __atomic_fetch_add(&g_shared->kept.parameters, kept.parameters, __ATOMIC_RELAXED);

@@ -85,6 +85,7 @@ class Call {
 // What the node kept and what stock's would have, for the counters.
 struct Footprint {
   Bytes kept, stock;
+  uint64_t recomputed = 0;  // activations of `stock` a recipe recomputes (Note [Recipe])
 };
 
 // Note [Kernel skeleton]: one operator of a family is a struct `O` derived from Op<O>:
@@ -230,7 +231,7 @@ void kernel(const c10::OperatorHandle& handle, c10::DispatchKeySet ks, torch::ji
     else torch::autograd::set_history(output, node);
     // Fakes hold no bytes; the compiled graph keeps what the node keeps (Note [Compile tracing]).
     count_substituted(op.family(), handle.operator_name(), traced ? Bytes{} : footprint.kept,
-                      traced ? Bytes{} : footprint.stock);
+                      traced ? Bytes{} : footprint.stock, traced ? 0 : footprint.recomputed);
   }
 }
 

@@ -92,10 +92,13 @@ at::Tensor KeptOperand::unpack(bool check) const {
 at::Tensor KeptOperand::value(const at::Tensor& unpacked) const {
   if (!by_recipe()) return unpacked;
   at::Tensor b = recompute(*source_, unpacked);
-  TORCH_INTERNAL_ASSERT(b.sizes() == at::IntArrayRef(base_sizes_) && b.strides() == at::IntArrayRef(base_strides_) &&
-                            b.dtype() == options_.dtype(),
+  // Traced (compiled autograd), sizes may be symbolic; the graph is specialised on these.
+  TORCH_INTERNAL_ASSERT(tracing() || (b.sizes() == at::IntArrayRef(base_sizes_) &&
+                                      b.strides() == at::IntArrayRef(base_strides_) && b.storage_offset() == 0 &&
+                                      b.dtype() == options_.dtype()),
                         "memsave: a recomputed tensor's geometry differs from the original's");
-  return view_ ? b.as_strided(sizes_, strides_, b.storage_offset() + offset_) : b;
+  // A recomputation is a new tensor: its storage offset is 0.
+  return view_ ? b.as_strided(sizes_, strides_, offset_) : b;
 }
 
 at::Tensor KeptOperand::tensor(const at::Tensor& unpacked) const {

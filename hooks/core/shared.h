@@ -29,7 +29,9 @@ struct Bytes {
 };
 
 // `op` names the operator for MEMSAVE_TRACE's Python attribution.
-void count_substituted(memsave_family_t family, const c10::OperatorName& op, Bytes kept, Bytes stock);
+// `recomputed`: activation bytes of `stock` not kept because a recipe recomputes them.
+void count_substituted(memsave_family_t family, const c10::OperatorName& op, Bytes kept, Bytes stock,
+                       uint64_t recomputed = 0);
 void count_passthrough(memsave_family_t family);
 void count_fallback(memsave_family_t family, const char* reason);
 

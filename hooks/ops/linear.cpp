@@ -211,7 +211,7 @@ struct Linear : Op<Linear> {
   // input does: the same tensors as ours, but for an input kept as a recipe.
   Footprint keep(const Call&, Node&) const {
     const Bytes stock{weight.requires_grad() ? tensor_bytes(input) : 0, input.requires_grad() ? tensor_bytes(weight) : 0};
-    return {{input_source ? 0 : stock.activations, stock.parameters}, stock};
+    return {{input_source ? 0 : stock.activations, stock.parameters}, stock, input_source ? stock.activations : 0};
   }
 
  private:

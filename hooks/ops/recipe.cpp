@@ -122,7 +122,8 @@ struct Mul : Op<Mul> {
       uint64_t& stock = t.is_leaf() ? f.stock.parameters : f.stock.activations;
       uint64_t& kept = t.is_leaf() ? f.kept.parameters : f.kept.activations;
       stock += tensor_bytes(t);
-      if (!by_recipe) kept += tensor_bytes(t);
+      if (by_recipe) f.recomputed += tensor_bytes(t);
+      else kept += tensor_bytes(t);
     };
     if (other.requires_grad()) {
       node.self_.keep(self, self_source);
