@@ -28,17 +28,17 @@ const char *memsave__not_kept(uint64_t stock, uint64_t ours, char *buf, size_t c
 }
 
 const char *memsave__kept_line(const struct memsave_stats *st, char *buf, size_t cap) {
-  char a[32], b[32], c[48], p[32], q[32], r[32];
-  int n = snprintf(buf, cap, "activations %s (stock would keep %s, %s); parameters referenced %s",
+  char a[32], b[32], c[48], p[32], q[32], r[32], s[64] = "";
+  /* Recipes (the recipe family) do not keep what backward recomputes: said apart. */
+  if (st->recomputed_bytes)
+    snprintf(s, sizeof s, ", %s of it recomputed in backward", memsave__human(st->recomputed_bytes, r, sizeof r));
+  int n = snprintf(buf, cap, "activations %s (stock would keep %s, %s%s); parameters referenced %s",
                    memsave__human(st->activation_bytes_kept, a, sizeof a),
                    memsave__human(st->activation_bytes_stock, b, sizeof b),
-                   memsave__not_kept(st->activation_bytes_stock, st->activation_bytes_kept, c, sizeof c),
+                   memsave__not_kept(st->activation_bytes_stock, st->activation_bytes_kept, c, sizeof c), s,
                    memsave__human(st->parameter_bytes_kept, p, sizeof p));
   if (st->parameter_bytes_kept != st->parameter_bytes_stock && n > 0 && (size_t)n < cap)
-    n += snprintf(buf + n, cap - (size_t)n, " (stock %s)", memsave__human(st->parameter_bytes_stock, q, sizeof q));
-  if (st->recomputed_bytes && n > 0 && (size_t)n < cap)
-    snprintf(buf + n, cap - (size_t)n, "; of the activations not kept, %s are recomputed in backward (recipes)",
-             memsave__human(st->recomputed_bytes, r, sizeof r));
+    snprintf(buf + n, cap - (size_t)n, " (stock %s)", memsave__human(st->parameter_bytes_stock, q, sizeof q));
   return buf;
 }
 

@@ -21,6 +21,7 @@
 #     1.13, which a recipe cannot know); of its input, an error as in stock; a second
 #     backward raises "backward through the graph a second time"; retain_graph and anomaly
 #     mode give stock's gradients;
+#   - the report at exit says how many of the bytes not kept are recomputed;
 #   - memory: four LLaMA-style MLP blocks (no norm), only the input needing a gradient: the
 #     steps' peak of CPU tensor bytes at most 0.85 of stock's (0.809 measured; the blocks keep
 #     two hidden-width tensors where stock keeps three, and backward's own tensors add to both).
@@ -28,6 +29,8 @@
 # Run as: LD_PRELOAD=build/libmemsave.so /usr/bin/python3 tests/test_recipe.py
 import ctypes
 import itertools
+import os
+import subprocess
 import sys
 
 import torch
@@ -229,6 +232,18 @@ def recipe_taken_or_not():
     check((torch.tanh(x) * u).grad_fn.name() == "MulBackward0", "tanh's output taken")
 
 
+def report():
+    """The report at exit says what recipes recompute, apart (a child under the same preload)."""
+    code = ("import torch, torch.nn.functional as F\n"
+            "x = torch.randn(256, 256, requires_grad=True)\n"
+            "(F.silu(x * 1) * torch.randn(256, 256, requires_grad=True)).sum().backward()\n")
+    env = dict(os.environ, MEMSAVE_REPORT="stderr")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    line = [l for l in r.stderr.splitlines() if "kept for backward" in l]
+    check(r.returncode == 0 and line and "256.0 KiB of it recomputed in backward" in line[0],
+          f"report: {line or r.stderr[-500:]}")
+
+
 def error_text(fn):
     try:
         fn()
@@ -337,6 +352,7 @@ def memory():
 equality()
 chains()
 recipe_taken_or_not()
+report()
 errors()
 memory()
 print("recipe:", "FAILED" if failures else "passed")
