@@ -33,7 +33,7 @@ extern "C" {
   XX(RELU, relu, 1, "relu, threshold, leaky_relu, hardtanh and their in-place forms")       \
   XX(POOL, pool, 1, "max, average and adaptive average pooling, mean.dim")                   \
   XX(DROPOUT, dropout, 1, "dropout, feature_dropout (in-place too), native_dropout")       \
-  XX(RECIPE, recipe, 1, "mul.Tensor: SiLU and GELU outputs recomputed, not kept")
+  XX(RECIPE, recipe, 1, "SiLU/GELU outputs a mul or linear keeps: recomputed in backward")
 
 /* The enum follows the table: CONV = 0, LINEAR = 1, ... MEMSAVE_FAMILY_COUNT = rows. The
  * per-family arrays have MEMSAVE_FAMILY_SLOTS entries so that later families fit without
