@@ -284,6 +284,24 @@ def errors():
           a.split(", which")[0] == b.split(", which")[0],
           f"version error of a linear's input: stock {a}, ours {b}")
 
+    def dropout_input_changed(on):
+        """The dropout keeps no input: changing it after the dropout raises nothing."""
+        abi.memsave_set_enabled(1 if on else 0)
+        torch.manual_seed(4)
+        x = torch.randn(4, 8, requires_grad=True)
+        w = torch.randn(5, 8, requires_grad=True)
+        s = F.gelu(x * 1)
+        y = F.linear(F.dropout(s, 0.5, True), w)
+        with torch.no_grad():
+            s.add_(1)
+        abi.memsave_set_enabled(1)
+        err = error_text(lambda: y.sum().backward())
+        return err, x.grad, w.grad
+
+    a, b = dropout_input_changed(False), dropout_input_changed(True)
+    check(a[0] is None and b[0] is None and bits_equal(a[1], b[1]) and bits_equal(a[2], b[2]),
+          f"dropout's input changed after the dropout: stock {a[0]}, ours {b[0]}")
+
     def version_of_input(on):
         abi.memsave_set_enabled(1 if on else 0)
         x = torch.randn(4, 8, requires_grad=True)
