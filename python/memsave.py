@@ -43,6 +43,10 @@ class _CStats(ctypes.Structure):
         ("parameter_bytes_kept", ctypes.c_uint64),
         ("parameter_bytes_stock", ctypes.c_uint64),
         ("recomputed_bytes", ctypes.c_uint64),
+        ("activation_bytes_kept_peak", ctypes.c_uint64),
+        ("activation_bytes_stock_peak", ctypes.c_uint64),
+        ("activation_bytes_kept_live", ctypes.c_uint64),
+        ("activation_bytes_stock_live", ctypes.c_uint64),
     ]
 
 
@@ -65,6 +69,13 @@ class Stats:
     parameter_bytes_kept: Optional[int] = None
     parameter_bytes_stock: Optional[int] = None
     recomputed_bytes: Optional[int] = None
+    # The activations kept at once (the fields above are sums over the run): the most over
+    # the run, ours and stock's, and now; a node counts from its forward until backward
+    # releases what it keeps or the node is destroyed.
+    activation_bytes_kept_peak: Optional[int] = None
+    activation_bytes_stock_peak: Optional[int] = None
+    activation_bytes_kept_live: Optional[int] = None
+    activation_bytes_stock_live: Optional[int] = None
 
 
 def _abi():
@@ -149,7 +160,8 @@ def disabled():
 
 def library_path() -> Optional[str]:
     """The path of libmemsave.so: the copy mapped into this process, else the installed one
-    (the multiarch library directory of the tree this module is installed in), else None."""
+    (pip's package: memsave/lib/; Debian's or `cmake --install`'s tree: the multiarch library
+    directory of the prefix this module is installed in), else None."""
     try:
         with open("/proc/self/maps") as maps:
             for line in maps:
@@ -158,6 +170,11 @@ def library_path() -> Optional[str]:
                     return path
     except OSError:
         pass
+    here = os.path.dirname(os.path.abspath(__file__))
+    # pip's package (cmake/Wheel.cmake): memsave/__init__.py, memsave/lib/libmemsave.so.
+    if os.path.basename(__file__) == "__init__.py":
+        candidate = os.path.join(here, "lib", _LIBRARY)
+        return candidate if os.path.isfile(candidate) else None
     # Installed: PREFIX/lib/python3/dist-packages/memsave.py, PREFIX/lib/<multiarch>/libmemsave.so.
     libdir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     for sub in (getattr(sys.implementation, "_multiarch", ""), ""):

@@ -8,13 +8,10 @@
 #   PYTHON     default python3 (the first on PATH: an activated venv's)
 #   BUILD_DIR  default build-python
 #
-# What it reads from the torch it imports, as `cmake` needs it:
-#   - torch.utils.cmake_prefix_path, when that folder holds Torch's CMake config (pip wheels
-#     do): CMake's find_package(Torch) then sets the C++ ABI (_GLIBCXX_USE_CXX11_ABI);
-#   - otherwise the package folder itself (include/ and lib/, as Debian's python3-torch lays
-#     it out) with torch.compiled_with_cxx11_abi() (cmake/TorchPackage.cmake);
-#   - the C++ standard comes from that torch's own ATen/ATen.h (cmake/TorchStandard.cmake:
-#     C++20 from 2.14 on, C++17 before).
+# CMake asks that torch for its package folder and C++ ABI and reads the C++ standard from its
+# own ATen/ATen.h (-DMEMSAVE_TORCH_PYTHON: cmake/TorchFromPython.cmake), as pip's build does
+# (pyproject.toml, scripts/pip-check.sh); this is the same build without pip and
+# scikit-build-core.
 # Only the libraries and the command are built (not the test suite). Prints the two lines to
 # use them. CI runs it in the Debian unstable chroot (scripts/sid.sh), whose python3 and torch
 # 2.14 stand in for a virtual environment.
@@ -23,22 +20,8 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 python=${1:-python3}
 build=${2:-build-python}
 command -v "$python" >/dev/null || { echo "build-for-python: $python not found" >&2; exit 2; }
-read -r version prefix package abi < <("$python" -c '
-import os, torch
-print(torch.__version__, torch.utils.cmake_prefix_path, os.path.dirname(torch.__file__),
-      int(torch.compiled_with_cxx11_abi()))') || {
-  echo "build-for-python: $python cannot import torch" >&2
-  exit 2
-}
-args=(-DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DMEMSAVE_PYTHON="$(command -v "$python")")
-if [ -f "$prefix/Torch/TorchConfig.cmake" ]; then
-  how="Torch's CMake config in $prefix"
-  args+=(-DCMAKE_PREFIX_PATH="$prefix")
-else
-  how="the package folder $package (no CMake config), C++11 ABI $abi"
-  args+=(-DMEMSAVE_TORCH_PACKAGE="$package" -DMEMSAVE_TORCH_CXX11_ABI="$abi")
-fi
-echo "build-for-python: torch $version from $python; $how"
+"$python" -c 'import torch' 2>/dev/null || { echo "build-for-python: $python cannot import torch" >&2; exit 2; }
+args=(-DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DMEMSAVE_TORCH_PYTHON="$(command -v "$python")")
 cmake -S "$src" -B "$build" "${args[@]}" >"$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
 grep 'libmemsave:' "$build.configure.log" | sed 's/^-- /build-for-python: /'
 cmake --build "$build" -j"$(nproc)" --target memsave memsave_hooks memsave_cli

@@ -49,9 +49,11 @@ poison=$(setting POISON)
 case "$poison" in "" | nan | max) ;; *) echo "$me: MEMSAVE_${SUITE}_POISON must be nan, max or empty" >&2; exit 2 ;; esac
 # file: CPack finds shared objects with it (package.sh); python3-dev, python3-setuptools:
 # torch.compile's inductor builds its C++ kernels with them (test_compiled_autograd --inductor);
-# jq: bench/run.sh reads memsave ab's JSON with it.
+# jq: bench/run.sh reads memsave ab's JSON with it; python3-venv, python3-pip,
+# python3-scikit-build-core: pip's build of libmemsave (scripts/pip-check.sh).
 packages=(build-essential cmake libtorch-dev python3-torch python3-torchvision googletest libgtest-dev
-          libunwind-dev pkg-config file python3-dev python3-setuptools jq)
+          libunwind-dev pkg-config file python3-dev python3-setuptools jq
+          python3-venv python3-pip python3-scikit-build-core)
 
 case "$mode" in chroot | test) ;; run) [ $# -gt 1 ] || { echo "usage: $0 run CMD..." >&2; exit 2; } ;;
   *) echo "usage: $0 $suite [chroot|test|run CMD...]" >&2; exit 2 ;; esac
