@@ -3,6 +3,7 @@
 # pip-check.sh [PYTHON]: pip's route, as a user takes it, checked end to end (issue 25): in a
 # virtual environment made by PYTHON (default python3) with --system-site-packages, so that
 # the system's torch stands in for a pip one,
+#   0. tests/test_pip_pin.py (the wheel's torch requirement);
 #   1. `pip install --no-build-isolation` of this source folder (pyproject.toml): libmemsave
 #      built against that torch;
 #   2. the `memsave` command on the environment's PATH, `python -m memsave`, and
@@ -26,6 +27,9 @@ fail() { echo "pip-check: FAILED: $*" >&2; exit 1; }
 export PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 
 "$python" -m venv --system-site-packages "$venv"
+# 0. The wheel's torch requirement on fake environments (python/pip/memsave_torch_pin.py).
+"$venv/bin/python" "$src/tests/test_pip_pin.py" >"$work/pin.txt" || { cat "$work/pin.txt"; fail "tests/test_pip_pin.py"; }
+say "$(tail -1 "$work/pin.txt")"
 say "torch $("$venv/bin/python" -c 'import torch; print(torch.__version__)' 2>/dev/null) in a venv of $("$python" --version)"
 t0=$(date +%s)
 "$venv/bin/pip" install -q --no-build-isolation "$src" || fail "pip install"
