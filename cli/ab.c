@@ -212,7 +212,7 @@ static void print_row(const char *name, double a, double b, int bytes) {
 }
 
 static void print_table(const struct cli_options *o, const struct run *runs, const struct cli_details *d, const char *output) {
-  char a[32], line[256];
+  char a[32], line[512];
   int n = o->runs;
   printf("memsave ab: %s, LibTorch %s, %d pair%s of runs\n", o->cmd[0], runs[1].m.torch_version, n, n > 1 ? "s" : "");
   printf("A: stock (MEMSAVE=0, measured the same way), B: libmemsave (MEMSAVE=1)\n\n");

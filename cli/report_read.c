@@ -22,7 +22,9 @@ static void read_details(const char *json, struct cli_details *d) {
       {"activation_bytes_stock", &d->st.activation_bytes_stock},
       {"parameter_bytes_kept", &d->st.parameter_bytes_kept},
       {"parameter_bytes_stock", &d->st.parameter_bytes_stock},
-      {"recomputed_bytes", &d->st.recomputed_bytes}};
+      {"recomputed_bytes", &d->st.recomputed_bytes},
+      {"activation_bytes_kept_peak", &d->st.activation_bytes_kept_peak},
+      {"activation_bytes_stock_peak", &d->st.activation_bytes_stock_peak}};
   const char *family = cli_json_get(json, "families");
   for (int f = 0; f < MEMSAVE_FAMILY_COUNT; f++) {
     const char *row = cli_json_get(family, memsave_family_name(f));

@@ -45,8 +45,10 @@ const char *memsave__human(uint64_t bytes, char *buf, size_t cap);
  * (a saving can be negative: a 1-element dropout keeps a 4-byte value and 1 mask byte
  * against stock's 4-byte noise); returns buf. Never wraps. */
 const char *memsave__not_kept(uint64_t stock, uint64_t ours, char *buf, size_t cap);
-/* The headline of the bytes kept for backward, activations first: "activations X (stock would
- * keep Y, not kept Z); parameters referenced P"; returns buf. */
+/* The headline of the bytes kept for backward, the most kept at once first: "activations at
+ * most X at once (stock would keep at most Y, not kept Z); summed over the run: activations
+ * S (stock T, not kept U[, R of it recomputed in backward]), parameters referenced P";
+ * returns buf (512 bytes hold any). */
 const char *memsave__kept_line(const struct memsave_stats *st, char *buf, size_t cap);
 
 /* A family's state is "on", "off" (not in MEMSAVE_OPS) or "unavailable" (asked, not in this

@@ -28,14 +28,21 @@ const char *memsave__not_kept(uint64_t stock, uint64_t ours, char *buf, size_t c
 }
 
 const char *memsave__kept_line(const struct memsave_stats *st, char *buf, size_t cap) {
-  char a[32], b[32], c[48], p[32], q[32], r[32], s[64] = "";
-  /* Recipes (the recipe family) do not keep what backward recomputes: said apart. */
+  char a[32], b[32], c[48], d[32], e[32], g[48], p[32], q[32], r[32], s[64] = "";
+  /* What a user compares with the peak leads: the most kept at once (Note [Live activations]
+   * in hooks/core/node.h). The sums over every node of the run follow, labelled as such;
+   * the recomputed bytes are such a sum, so they go with them. */
   if (st->recomputed_bytes)
     snprintf(s, sizeof s, ", %s of it recomputed in backward", memsave__human(st->recomputed_bytes, r, sizeof r));
-  int n = snprintf(buf, cap, "activations %s (stock would keep %s, %s%s); parameters referenced %s",
-                   memsave__human(st->activation_bytes_kept, a, sizeof a),
-                   memsave__human(st->activation_bytes_stock, b, sizeof b),
-                   memsave__not_kept(st->activation_bytes_stock, st->activation_bytes_kept, c, sizeof c), s,
+  int n = snprintf(buf, cap,
+                   "activations at most %s at once (stock would keep at most %s, %s); summed over the run: "
+                   "activations %s (stock %s, %s%s), parameters referenced %s",
+                   memsave__human(st->activation_bytes_kept_peak, a, sizeof a),
+                   memsave__human(st->activation_bytes_stock_peak, b, sizeof b),
+                   memsave__not_kept(st->activation_bytes_stock_peak, st->activation_bytes_kept_peak, c, sizeof c),
+                   memsave__human(st->activation_bytes_kept, d, sizeof d),
+                   memsave__human(st->activation_bytes_stock, e, sizeof e),
+                   memsave__not_kept(st->activation_bytes_stock, st->activation_bytes_kept, g, sizeof g), s,
                    memsave__human(st->parameter_bytes_kept, p, sizeof p));
   if (st->parameter_bytes_kept != st->parameter_bytes_stock && n > 0 && (size_t)n < cap)
     snprintf(buf + n, cap - (size_t)n, " (stock %s)", memsave__human(st->parameter_bytes_stock, q, sizeof q));
@@ -79,9 +86,10 @@ void memsave__json_counts(FILE *f, const char *const states[], const struct mems
             (unsigned long long)st->passthrough[i], (unsigned long long)st->fallbacks[i]);
   fprintf(f, "},\"bytes_kept\":%llu,\"bytes_stock\":%llu,\"activation_bytes_kept\":%llu,"
           "\"activation_bytes_stock\":%llu,\"parameter_bytes_kept\":%llu,\"parameter_bytes_stock\":%llu,"
-          "\"recomputed_bytes\":%llu",
+          "\"recomputed_bytes\":%llu,\"activation_bytes_kept_peak\":%llu,\"activation_bytes_stock_peak\":%llu",
           (unsigned long long)st->bytes_kept, (unsigned long long)st->bytes_stock,
           (unsigned long long)st->activation_bytes_kept, (unsigned long long)st->activation_bytes_stock,
           (unsigned long long)st->parameter_bytes_kept, (unsigned long long)st->parameter_bytes_stock,
-          (unsigned long long)st->recomputed_bytes);
+          (unsigned long long)st->recomputed_bytes, (unsigned long long)st->activation_bytes_kept_peak,
+          (unsigned long long)st->activation_bytes_stock_peak);
 }

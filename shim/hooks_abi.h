@@ -27,8 +27,11 @@ extern "C" {
  * 3: MEMSAVE_TIMELINE and the timeline buffer.
  * 4: the options in one struct (no copies), families_registered/_unavailable, the bytes
  *    kept apart as activations and parameters (issue 11).
- * 5: MEMSAVE_POISON and the count of poisoned stand-ins (issue 23). */
-#define MEMSAVE_HOOKS_ABI_VERSION 6
+ * 5: MEMSAVE_POISON and the count of poisoned stand-ins (issue 23).
+ * 6: the activation bytes a recipe recomputes (`recomputed`, issue 24).
+ * 7: the activation bytes kept by the nodes alive now and their largest figures (`kept_live`,
+ *    `stock_live`, `kept_live_peak`, `stock_live_peak`, issue 25). */
+#define MEMSAVE_HOOKS_ABI_VERSION 7
 #define MEMSAVE_HOOKS_INIT_SYMBOL "memsave_hooks_init"
 
 /* Levels of the `log` service: warnings are always printed; info and debug follow
@@ -146,6 +149,13 @@ struct memsave_shared {
   uint64_t recomputed;             /* hooks: activation bytes not kept because a recipe recomputes them
                                       in backward (Note [Recipe] in hooks/core/recipe.h); part of
                                       stock.activations - kept.activations */
+  /* Live activations (Note [Live activations] in hooks/core/node.h): kept.activations and
+   * stock.activations of the nodes that still keep them, from their forward until backward
+   * releases them or the node is destroyed, and the largest value of each over the run. */
+  uint64_t kept_live;              /* hooks */
+  uint64_t stock_live;             /* hooks */
+  uint64_t kept_live_peak;         /* hooks: the largest kept_live so far */
+  uint64_t stock_live_peak;        /* hooks: the largest stock_live so far (apart from kept_live's) */
   int64_t cpu_current_bytes;       /* hooks (counting allocator) */
   int64_t cpu_peak_bytes;          /* hooks; memsave_reset_peak sets it to cpu_current_bytes */
   struct memsave_trace *trace_table; /* hooks: set when opts.trace > 0 and unwinding works */

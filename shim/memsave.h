@@ -93,6 +93,16 @@ struct memsave_stats {
   /* Added in 0.1 (issue 24): of the activations not kept, those a recipe recomputes in
    * backward (the recipe family), apart from those backward never needs. */
   uint64_t recomputed_bytes;
+  /* Added in 0.1 (issue 25): the activations kept at once. The fields above are sums over
+   * every node of the run, which grow with each training step; these count a node from its
+   * forward until backward releases what it keeps (without retain_graph) or the node is
+   * destroyed, so they compare with the peak tensor bytes. Over the whole run:
+   * memsave_reset_peak does not touch them. */
+  uint64_t activation_bytes_kept_peak;           /* the most activations our nodes kept at once */
+  uint64_t activation_bytes_stock_peak;          /* the most stock's nodes would have kept at once
+                                                    (its own moment: not always kept_peak's) */
+  uint64_t activation_bytes_kept_live;           /* activations our nodes alive now keep */
+  uint64_t activation_bytes_stock_live;          /* activations stock's nodes would keep now */
 };
 
 /* The library's version, "MAJOR.MINOR.PATCH". */

@@ -155,7 +155,7 @@ static void write_text_trace(FILE *f, const struct memsave_trace *t) {
 static void write_text(FILE *f, const struct memsave_stats *st, int torch_state) {
   const struct memsave_shared *s = &memsave__shared;
   const char *states[MEMSAVE_FAMILY_COUNT];
-  char a[32], b[32], line[256];
+  char a[32], b[32], line[512];
   fprintf(f, "memsave: report (libmemsave %s, pid %ld)\n", memsave_version(), (long)getpid());
   if (torch_state != 1) {
     fprintf(f, "memsave:   LibTorch was found but the hooks were refused (see the warning above)\n");

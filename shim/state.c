@@ -86,6 +86,10 @@ int memsave_get_stats(struct memsave_stats *out, size_t size) {
   st.activation_bytes_stock = __atomic_load_n(&s->stock.activations, __ATOMIC_RELAXED);
   st.parameter_bytes_stock = __atomic_load_n(&s->stock.parameters, __ATOMIC_RELAXED);
   st.recomputed_bytes = __atomic_load_n(&s->recomputed, __ATOMIC_RELAXED);
+  st.activation_bytes_kept_peak = __atomic_load_n(&s->kept_live_peak, __ATOMIC_RELAXED);
+  st.activation_bytes_stock_peak = __atomic_load_n(&s->stock_live_peak, __ATOMIC_RELAXED);
+  st.activation_bytes_kept_live = __atomic_load_n(&s->kept_live, __ATOMIC_RELAXED);
+  st.activation_bytes_stock_live = __atomic_load_n(&s->stock_live, __ATOMIC_RELAXED);
   st.bytes_kept = st.activation_bytes_kept + st.parameter_bytes_kept;
   st.bytes_stock = st.activation_bytes_stock + st.parameter_bytes_stock;
   int64_t cur = __atomic_load_n(&s->cpu_current_bytes, __ATOMIC_RELAXED);

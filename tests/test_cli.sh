@@ -114,7 +114,7 @@ cat >"$f" <<JSON
 {"memsave_version":"0.1.0","pid":$$,"torch_loaded":true,"torch_version":"9.9.9","active":$a,"enabled":$a,
 "families":{$(fam conv on 0 0),$(fam linear on 0 2),$(fam batchnorm on 0 0),$(fam relu on 0 0),$(fam pool on 0 0),$(fam dropout on 1 0)},
 "bytes_kept":$((k + 40)),"bytes_stock":44,"activation_bytes_kept":$k,"activation_bytes_stock":4,
-"parameter_bytes_kept":40,"parameter_bytes_stock":40,"cpu_current_bytes":0,"cpu_peak_bytes":7,"cpu_peak_total_bytes":$total,
+"parameter_bytes_kept":40,"parameter_bytes_stock":40,"activation_bytes_kept_peak":3,"activation_bytes_stock_peak":2,"cpu_current_bytes":0,"cpu_peak_bytes":7,"cpu_peak_total_bytes":$total,
 "cuda":{"state":"absent","peak_allocated_bytes":[]},"fallback_reasons":[],"process":{"rss_peak_bytes":1,"user_s":0,"system_s":0}}
 JSON
 echo same output
@@ -122,14 +122,16 @@ SCRIPT
 chmod +x "$tmp/fake-report.sh"
 out=$("$memsave" ab -- "$tmp/fake-report.sh"); rc=$?
 expect_eq "ab, stand-in reports: exit 0" "$rc" "0"
-expect_has "ab: a negative saving does not wrap" "$out" "activations 5 B (stock would keep 4 B, 1 B more)"
+expect_has "ab: the most kept at once leads (issue 25)" "$out" "^kept for backward (run B1): activations at most 3 B at once (stock would keep at most 2 B, 1 B more); summed over the run: "
+expect_has "ab: a negative saving does not wrap" "$out" "summed over the run: activations 5 B (stock 4 B, 1 B more)"
 expect_eq "ab: no wrapped figure" "$(grep -c 'TiB' <<<"$out")" "0"
-expect_has "ab: parameters apart" "$out" "; parameters referenced 40 B$"
+expect_has "ab: parameters apart" "$out" ", parameters referenced 40 B$"
 expect_has "ab: the whole run's peak (cpu_peak_total_bytes)" "$out" "^peak CPU tensor bytes  *1000 B  *800 B  *0.800$"
 expect_has "ab: passthrough only is stock minimal" "$out" "^linear  *on  *0  *2  *0  stock minimal$"
 expect_has "ab: verdicts" "$out" "^dropout  *on  *1  *0  *0  ok$"
 "$memsave" ab --json -- "$tmp/fake-report.sh" >"$tmp/fake-ab.json"
 check "ab --json: activations and parameters apart" "(d['activation_bytes_kept'], d['activation_bytes_stock'], d['parameter_bytes_kept'], d['parameter_bytes_stock'], d['bytes_kept'], d['bytes_stock']) == (5, 4, 40, 40, 45, 44)" "$tmp/fake-ab.json"
+check "ab --json: the most kept at once, by its names" "(d['activation_bytes_kept_peak'], d['activation_bytes_stock_peak']) == (3, 2)" "$tmp/fake-ab.json"
 check "ab --json: the whole run's peak, by its name" "d['a']['median']['cpu_peak_total_bytes'] == 1000 and d['b']['runs'][0]['cpu_peak_total_bytes'] == 800" "$tmp/fake-ab.json"
 
 # --json, parsed back; and the agreement of the report's peaks with the arithmetic of
@@ -141,6 +143,7 @@ check "--json: two runs per side, labelled" "[r['label'] for r in d['a']['runs']
 check "--json: median and ratio agree" "abs(d['ratio']['cpu_peak_total_bytes'] - d['b']['median']['cpu_peak_total_bytes'] / d['a']['median']['cpu_peak_total_bytes']) < 1e-3" "$tmp/ab.json"
 check "--json: conv nodes of B1" "d['families']['conv'] == {'state': 'on', 'substituted': $n, 'passthrough': 0, 'fallbacks': 0}" "$tmp/ab.json"
 check "--json: bytes of B1" "d['bytes_stock'] - d['bytes_kept'] == $n * $b * $c * $s * $s * 4" "$tmp/ab.json"
+check "--json: one step: the most kept at once is the sum (issue 25)" "d['activation_bytes_stock_peak'] == d['activation_bytes_stock'] == $n * $b * $c * $s * $s * 4 and d['activation_bytes_kept_peak'] == d['activation_bytes_kept']" "$tmp/ab.json"
 check "--json: RSS and wall time measured" "all(r['rss_peak_bytes'] > 0 and r['wall_s'] > 0 for r in d['a']['runs'] + d['b']['runs'])" "$tmp/ab.json"
 check "--json: output not checked" "d['output'] == 'not_checked' and d['command'][-4:] == ['$n', '$b', '$c', '$s']" "$tmp/ab.json"
 act=$((b * c * s * s * 4)) w=$((n * c * c * 4))

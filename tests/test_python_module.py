@@ -4,14 +4,18 @@
 #
 #   MODE preloaded  run under LD_PRELOAD=LIBRARY: active() after import torch, counters that
 #                   move, disabled() giving stock's nodes and restoring (exceptions, nesting),
-#                   reset_peak(), preload_env() that adds the library once
+#                   reset_peak(), preload_env() that adds the library once; the activations
+#                   kept at once over training steps against their sum over the run, and the
+#                   report's kept line (issue 25)
 #   MODE plain      no preload: the module imports, active() is False, stats() and peak() are
 #                   None, disabled() is harmless; preload_env(library=LIBRARY) starts an
 #                   active child
 #   --installed     the module and the library come from an installed package: memsave is
 #                   not imported from the source tree and preload_env() finds LIBRARY alone
 import ctypes
+import inspect
 import os
+import re
 import subprocess
 import sys
 
@@ -109,6 +113,85 @@ def test_preloaded():
     check(child_active(dict(memsave.preload_env(), MEMSAVE="0")) == "False", "the same child with MEMSAVE=0 is not")
 
 
+def train_steps(steps, x, weights):
+    """`steps` forwards and backwards of a small frozen net (conv, ReLU, conv, ReLU, max
+    pooling); the input requires grad, so the nodes keep ReLU masks and pooling indices."""
+    for _ in range(steps):
+        h = F.relu(F.conv2d(x, weights[0], padding=1))
+        h = F.max_pool2d(F.relu(F.conv2d(h, weights[1], padding=1)), 2)
+        h.sum().backward()
+        x.grad = None
+
+
+def test_live_activations():
+    """Issue 25: what the nodes keep at once (live, and the largest live figure of the run)
+    against the sum over every node of the run, which grows with the steps."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 8, 32, 32, requires_grad=True)
+    weights = [torch.randn(16, 8, 3, 3) * 0.1, torch.randn(16, 16, 3, 3) * 0.1]
+    train_steps(1, x, weights)  # warm-up: the first step allocates what later ones reuse
+    before = memsave.stats()
+    check(before.activation_bytes_kept_live is not None and before.activation_bytes_stock_peak is not None,
+          "stats(): the live and peak activation fields are filled", before)
+    # One step's forward, held: what it keeps is live until its backward releases it.
+    h = F.max_pool2d(F.relu(F.conv2d(F.relu(F.conv2d(x, weights[0], padding=1)), weights[1], padding=1)), 2)
+    held = memsave.stats()
+    step_kept = held.activation_bytes_kept - before.activation_bytes_kept
+    step_stock = held.activation_bytes_stock - before.activation_bytes_stock
+    check(step_kept > 0 and step_stock > step_kept, "one step keeps activations, fewer than stock's",
+          (step_kept, step_stock))
+    check(held.activation_bytes_kept_live - before.activation_bytes_kept_live == step_kept and
+          held.activation_bytes_stock_live - before.activation_bytes_stock_live == step_stock,
+          "after a forward its activations are live", (held, before))
+    check(held.activation_bytes_kept_peak >= held.activation_bytes_kept_live and
+          held.activation_bytes_stock_peak >= held.activation_bytes_stock_live, "the peaks are at least the live figures")
+    h.sum().backward(retain_graph=True)
+    kept = memsave.stats()
+    check(kept.activation_bytes_kept_live == held.activation_bytes_kept_live,
+          "backward with retain_graph keeps them live", (kept.activation_bytes_kept_live, held.activation_bytes_kept_live))
+    del h
+    x.grad = None
+    dropped = memsave.stats()
+    check(dropped.activation_bytes_kept_live == before.activation_bytes_kept_live and
+          dropped.activation_bytes_stock_live == before.activation_bytes_stock_live,
+          "a graph destroyed without a releasing backward is no longer live",
+          (dropped.activation_bytes_kept_live, before.activation_bytes_kept_live))
+    # Five steps: the sum grows five steps' worth, the peak stays one step's.
+    train_steps(5, x, weights)
+    after = memsave.stats()
+    summed_kept = after.activation_bytes_kept - dropped.activation_bytes_kept
+    summed_stock = after.activation_bytes_stock - dropped.activation_bytes_stock
+    check(summed_kept == 5 * step_kept and summed_stock == 5 * step_stock, "the sums count every step",
+          (summed_kept, summed_stock, step_kept, step_stock))
+    check(after.activation_bytes_kept_live == before.activation_bytes_kept_live and
+          after.activation_bytes_stock_live == before.activation_bytes_stock_live,
+          "after each backward nothing of the steps is live",
+          (after.activation_bytes_kept_live, after.activation_bytes_stock_live, before.activation_bytes_kept_live))
+    check(after.activation_bytes_kept_peak == held.activation_bytes_kept_peak and
+          after.activation_bytes_stock_peak == held.activation_bytes_stock_peak,
+          "the peaks do not grow with the steps",
+          (after.activation_bytes_kept_peak, held.activation_bytes_kept_peak,
+           after.activation_bytes_stock_peak, held.activation_bytes_stock_peak))
+    check(step_kept <= after.activation_bytes_kept_peak and after.activation_bytes_kept_peak * 3 < summed_kept and
+          step_stock <= after.activation_bytes_stock_peak and after.activation_bytes_stock_peak * 3 < summed_stock,
+          "the peaks are about one step's, well below the sums over five steps",
+          (after.activation_bytes_kept_peak, step_kept, summed_kept))
+    # The report's kept line leads with what a user can compare with the peak.
+    code = ("import torch, torch.nn.functional as F\n"
+            "torch.manual_seed(0)\n"
+            "x = torch.randn(4, 8, 32, 32, requires_grad=True)\n"
+            "weights = [torch.randn(16, 8, 3, 3) * 0.1, torch.randn(16, 16, 3, 3) * 0.1]\n"
+            + inspect.getsource(train_steps) + "train_steps(5, x, weights)\n")
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, MEMSAVE_REPORT="stderr"),
+                         capture_output=True, text=True, timeout=120)
+    line = [l for l in out.stderr.splitlines() if "kept for backward" in l]
+    check(out.returncode == 0 and len(line) == 1 and
+          re.search(r"kept for backward: activations at most \S+ \S+ at once \(stock would keep at most \S+ \S+, "
+                    r"not kept \S+ \S+\); summed over the run: activations \S+ \S+ \(stock \S+ \S+, not kept \S+ \S+\), "
+                    r"parameters referenced", line[0]) is not None,
+          "the report's kept line: at most ... at once, then summed over the run", out.stderr[-2000:])
+
+
 def test_plain():
     check(not memsave.active(), "active() is False without the preload, after import torch")
     check(memsave.stats() is None and memsave.peak() is None, "stats() and peak() are None without the library")
@@ -134,6 +217,11 @@ def test_plain():
     check(child_active(dict(os.environ)) == "False", "a child started without it is not")
 
 
-{"preloaded": test_preloaded, "plain": test_plain}[mode]()
+def test_preloaded_all():
+    test_preloaded()
+    test_live_activations()
+
+
+{"preloaded": test_preloaded_all, "plain": test_plain}[mode]()
 print(f"{len(failures)} failure(s)" if failures else "all python module checks passed")
 sys.exit(1 if failures else 0)

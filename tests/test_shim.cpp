@@ -249,6 +249,8 @@ void fresh_state() {
   memset(s.passthrough, 0, sizeof s.passthrough);
   memset(s.fallbacks, 0, sizeof s.fallbacks);
   s.kept = s.stock = {0, 0};
+  s.recomputed = 0;
+  s.kept_live = s.stock_live = s.kept_live_peak = s.stock_live_peak = 0;
 }
 
 // The report written to a temporary file (.txt or .json), and what the shim said on stderr.
@@ -276,8 +278,13 @@ TEST(Report, NegativeSavingDoesNotWrap) {
   memsave__shared.substituted[MEMSAVE_FAMILY_DROPOUT] = 1;
   memsave__shared.kept.activations = 5;
   memsave__shared.stock.activations = 4;
+  memsave__shared.kept_live_peak = 5;
+  memsave__shared.stock_live_peak = 4;
   Written w = write_report(".txt");
-  EXPECT_NE(w.text.find("activations 5 B (stock would keep 4 B, 1 B more)"), std::string::npos) << w.text;
+  EXPECT_NE(w.text.find("activations at most 5 B at once (stock would keep at most 4 B, 1 B more); "
+                        "summed over the run: activations 5 B (stock 4 B, 1 B more)"),
+            std::string::npos)
+      << w.text;
   EXPECT_EQ(w.text.find("TiB"), std::string::npos) << w.text;
   char buf[64];
   EXPECT_STREQ(memsave__not_kept(4, 5, buf, sizeof buf), "1 B more");
@@ -292,7 +299,7 @@ TEST(Report, ActivationsAndParametersApart) {
   memsave__shared.kept = {1 << 20, 40 << 20};
   memsave__shared.stock = {6 << 20, 40 << 20};
   Written w = write_report(".txt");
-  EXPECT_NE(w.text.find("memsave:   kept for backward: activations 1.0 MiB (stock would keep 6.0 MiB, not kept 5.0 MiB); "
+  EXPECT_NE(w.text.find("summed over the run: activations 1.0 MiB (stock 6.0 MiB, not kept 5.0 MiB), "
                         "parameters referenced 40.0 MiB\n"),
             std::string::npos)
       << w.text;
@@ -302,6 +309,44 @@ TEST(Report, ActivationsAndParametersApart) {
                         "\"parameter_bytes_stock\":41943040"),
             std::string::npos)
       << w.text;
+}
+
+// Issue 25: the sums over the run grow with every step; the line leads with the most kept at
+// once (hooks' live peaks), what compares with the peak tensor bytes, and labels the sums.
+// The recomputed bytes are a sum: they go with the sums. JSON: new keys, the old ones kept.
+TEST(Report, KeptLineLeadsWithTheMostKeptAtOnce) {
+  fresh_state();
+  memsave__shared.substituted[MEMSAVE_FAMILY_CONV] = 3;
+  memsave__shared.kept = {617u << 20, 40 << 20};
+  memsave__shared.stock = {uint64_t{19} << 30, 40 << 20};
+  memsave__shared.recomputed = 3u << 20;
+  memsave__shared.kept_live_peak = 12u << 20;
+  memsave__shared.stock_live_peak = 40u << 20;
+  memsave__shared.kept_live = 1u << 20;
+  memsave__shared.stock_live = 2u << 20;
+  struct memsave_stats st;
+  ASSERT_EQ(memsave_get_stats(&st, sizeof st), 0);
+  EXPECT_EQ(st.activation_bytes_kept_peak, 12u << 20);
+  EXPECT_EQ(st.activation_bytes_stock_peak, 40u << 20);
+  EXPECT_EQ(st.activation_bytes_kept_live, 1u << 20);
+  EXPECT_EQ(st.activation_bytes_stock_live, 2u << 20);
+  EXPECT_EQ(offsetof(struct memsave_stats, activation_bytes_kept_peak),
+            offsetof(struct memsave_stats, recomputed_bytes) + sizeof(uint64_t))
+      << "appended after recomputed_bytes";
+  Written w = write_report(".txt");
+  EXPECT_NE(w.text.find("memsave:   kept for backward: activations at most 12.0 MiB at once (stock would keep at "
+                        "most 40.0 MiB, not kept 28.0 MiB); summed over the run: activations 617.0 MiB (stock "
+                        "19.0 GiB, not kept 18.4 GiB, 3.0 MiB of it recomputed in backward), parameters referenced "
+                        "40.0 MiB\n"),
+            std::string::npos)
+      << w.text;
+  w = write_report(".json");
+  EXPECT_NE(w.text.find("\"activation_bytes_kept\":646971392,"), std::string::npos) << w.text;
+  EXPECT_NE(w.text.find("\"recomputed_bytes\":3145728,\"activation_bytes_kept_peak\":12582912,"
+                        "\"activation_bytes_stock_peak\":41943040"),
+            std::string::npos)
+      << w.text;
+  fresh_state();
 }
 
 // One name, one meaning: the JSON's cpu_peak_bytes is the struct's (since the last reset),

@@ -32,6 +32,25 @@ void count_substituted(memsave_family_t family, const c10::OperatorName& op, Byt
     trace_substituted(op, stock.activations > kept.activations ? stock.activations - kept.activations : 0);
 }
 
+namespace {
+// Atomic max: raises *peak to v unless it is already higher.
+void raise_to(uint64_t* peak, uint64_t v) {
+  uint64_t old = __atomic_load_n(peak, __ATOMIC_RELAXED);
+  while (old < v && !__atomic_compare_exchange_n(peak, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+  }
+}
+}  // namespace
+
+void live_add(uint64_t kept, uint64_t stock) {
+  raise_to(&g_shared->kept_live_peak, __atomic_add_fetch(&g_shared->kept_live, kept, __ATOMIC_RELAXED));
+  raise_to(&g_shared->stock_live_peak, __atomic_add_fetch(&g_shared->stock_live, stock, __ATOMIC_RELAXED));
+}
+
+void live_sub(uint64_t kept, uint64_t stock) {
+  __atomic_fetch_sub(&g_shared->kept_live, kept, __ATOMIC_RELAXED);
+  __atomic_fetch_sub(&g_shared->stock_live, stock, __ATOMIC_RELAXED);
+}
+
 void count_passthrough(memsave_family_t family) {
   __atomic_fetch_add(&g_shared->passthrough[family], 1, __ATOMIC_RELAXED);
 }

@@ -232,6 +232,7 @@ void kernel(const c10::OperatorHandle& handle, c10::DispatchKeySet ks, torch::ji
     // Fakes hold no bytes; the compiled graph keeps what the node keeps (Note [Compile tracing]).
     count_substituted(op.family(), handle.operator_name(), traced ? Bytes{} : footprint.kept,
                       traced ? Bytes{} : footprint.stock, traced ? 0 : footprint.recomputed);
+    if (!traced) node->hold(footprint.kept.activations, footprint.stock.activations);  // Note [Live activations]
   }
 }
 

@@ -47,13 +47,37 @@
 // whoever calls it, so they are compared with mkldnn off.
 // The switch, MEMSAVE_COMPILED_AUTOGRAD, is in shared.h.
 
+// Note [Live activations]: the report's sums (kept, stock) add up every node of the run and
+// grow with every training step; what compares with a peak is what the nodes alive keep at
+// once. kernel<O> gives each node it counts its footprint's activations (ours and stock's,
+// hold()); they are live (shared state kept_live, stock_live, with their largest values
+// kept_live_peak, stock_live_peak) until the node drops them: when the engine calls
+// release_variables() after a backward without retain_graph, or when the node is destroyed
+// (a graph dropped without backward, or kept with retain_graph), whichever comes first, once.
+// (Where deleteNode is the nodes' deleter, make_node in compat.h, it calls release_variables()
+// before the destructor; with 2.14's intrusive nodes the destructor drops them.) Stock's node
+// would keep its tensors exactly as long, so both figures move together. A traced node (Note
+// [Compile tracing]) holds nothing, as it counts nothing. tests/test_python_module.py checks
+// the live figures over training steps, retain_graph and a graph dropped without backward.
+
 namespace memsave {
 
 // What every node of ours has, apart from the type of what it unpacks.
 class NodeBase : public torch::autograd::Node {
  public:
+  ~NodeBase() override { drop_held(); }
+
   // Built under compile tracing (Note [Compile tracing] in rules.h): backward is traced too.
   void set_traced() { traced_ = true; }
+
+  // Note [Live activations]: the activation bytes this node keeps and stock's would, live
+  // until drop_held(). Called once, by kernel<O>, before the output leaves the kernel.
+  void hold(uint64_t kept, uint64_t stock) {
+    held_kept_ = kept;
+    held_stock_ = stock;
+    __atomic_store_n(&holding_, true, __ATOMIC_RELEASE);
+    live_add(kept, stock);
+  }
 
 #if MEMSAVE_COMPILED_AUTOGRAD
   // Note [Compiled autograd] (compiled.cpp). Declared in both of the forms LibTorch's Node has
@@ -84,8 +108,17 @@ class NodeBase : public torch::autograd::Node {
   // mismatch of a kept tensor.
   virtual void check_unpack() = 0;
 
+  // No longer live (Note [Live activations]): the first call takes them off, later ones do nothing.
+  void drop_held() {
+    if (__atomic_exchange_n(&holding_, false, __ATOMIC_ACQ_REL)) live_sub(held_kept_, held_stock_);
+  }
+
   bool traced_ = false;
   const std::vector<bool>* needs_ = nullptr;
+
+ private:
+  bool holding_ = false;
+  uint64_t held_kept_ = 0, held_stock_ = 0;
 };
 
 // `Saved` is what a node's unpack returns: the tensors it kept, unpacked (a tensor, a struct
@@ -102,6 +135,7 @@ class MemsaveNode : public NodeBase {
     std::lock_guard<std::mutex> lock(mutex_);
     released_ = true;
     release();
+    drop_held();
   }
 
   torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) final {

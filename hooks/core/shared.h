@@ -32,6 +32,9 @@ struct Bytes {
 // `recomputed`: activation bytes of `stock` not kept because a recipe recomputes them.
 void count_substituted(memsave_family_t family, const c10::OperatorName& op, Bytes kept, Bytes stock,
                        uint64_t recomputed = 0);
+// Note [Live activations] (node.h): a node's activations while it keeps them, and after.
+void live_add(uint64_t kept, uint64_t stock);
+void live_sub(uint64_t kept, uint64_t stock);
 void count_passthrough(memsave_family_t family);
 void count_fallback(memsave_family_t family, const char* reason);
 

@@ -29,7 +29,7 @@ static void read_one(const char *json) {
   cli_json_u64(cli_json_at(cli_json_get(json, "a.b"), 3), &v);
   cli_json_str(cli_json_get(json, ""), s, sizeof s);
   for (int f = 0; f < MEMSAVE_FAMILY_COUNT; f++) details.states[f] = details.state[f];
-  char line[256];
+  char line[512];
   memsave__family_rows(sink, "memsave: ", details.states, m.active, &details.st);
   fprintf(sink, "%s %s %s\n", memsave__kept_line(&details.st, line, sizeof line), m.torch_version, m.cuda);
   for (int i = 0; i < details.nreasons; i++) memsave__json_string(sink, details.reasons[i].text);
