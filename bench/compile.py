@@ -168,7 +168,7 @@ def main():
     s = memsave.stats()
     print()
     print(f"fallbacks while these ran: {sum(s.fallbacks.values()) - fallbacks0} "
-          "(hardtanh on the CPU and dropout under tracing: README, torch.compile)")
+          "(hardtanh on the CPU and dropout under tracing: docs/compile.md)")
     return 1 if failed else 0
 
 

@@ -5,7 +5,7 @@
 
 Random weights (weights=None) from a fixed seed; traced on a (1, 3, S, S) input. With
 --inplace-relu no, every ReLU is made out of place first, which lets TorchScript's executor
-put batch norm, ReLU and pooling into differentiable graphs (README: TorchScript)."""
+put batch norm, ReLU and pooling into differentiable graphs (docs/torchscript.md)."""
 import argparse
 
 import torch

@@ -25,7 +25,7 @@ extern "C" {
  * family covers. The rows' order is the ABI: a row's index is its MEMSAVE_FAMILY_* value
  * and its slot in the per-family arrays of struct memsave_stats; new families go at the
  * end. Linear is off by default: stock's addmm/mm nodes already keep the minimum for the
- * usual requires_grad patterns (README, "What is substituted"). */
+ * usual requires_grad patterns (docs/substituted.md). */
 #define MEMSAVE_FAMILY_MAP(XX)                                                                \
   XX(CONV, conv, 1, "aten::convolution (conv1d/2d/3d and transposed)")                         \
   XX(LINEAR, linear, 0, "aten::linear (stock's addmm/mm nodes are minimal in the usual cases)") \
@@ -33,7 +33,7 @@ extern "C" {
   XX(RELU, relu, 1, "relu, threshold, leaky_relu, hardtanh and their in-place forms")       \
   XX(POOL, pool, 1, "max, average and adaptive average pooling, mean.dim")                   \
   XX(DROPOUT, dropout, 1, "dropout, feature_dropout (in-place too), native_dropout")       \
-  XX(RECIPE, recipe, 1, "SiLU/GELU outputs a mul or linear keeps: recomputed in backward")
+  XX(RECIPE, recipe, 1, "SiLU/GELU outputs and dropouts a mul, bmm or linear keeps: recomputed")
 
 /* The enum follows the table: CONV = 0, LINEAR = 1, ... MEMSAVE_FAMILY_COUNT = rows. The
  * per-family arrays have MEMSAVE_FAMILY_SLOTS entries so that later families fit without

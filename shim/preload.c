@@ -33,7 +33,7 @@ static void maybe_activate(void) {
 /* Note [dlopen's caller]: glibc resolves a bare file name with the RUNPATH of the object
  * that called dlopen. Through this wrapper that object is libmemsave.so, so a host that
  * dlopens a plugin by bare name and relies on its own RUNPATH may not find it; hosts that
- * pass a path (Python does) are unaffected. Listed in README under Limits.
+ * pass a path (Python does) are unaffected. Listed in docs/limits.md.
  *
  * Note [Under ASan]: ASan's runtime (MEMSAVE_SANITIZE, scripts/sanitize.sh) intercepts dlopen
  * as well and must come first in LD_PRELOAD. Its interceptor calls the next dlopen, found

@@ -269,7 +269,7 @@ def main():
     if not supported():
         for f in failures:
             print("FAIL:", f)
-        print("compiled_autograd:", "FAILED" if failures else "passed (not served here: the error, as README says)")
+        print("compiled_autograd:", "FAILED" if failures else "passed (not served here: the error, as docs/compile.md says)")
         return 1 if failures else 0
     if "--mkldnn" not in sys.argv:
         torch.backends.mkldnn.enabled = False

@@ -23,7 +23,7 @@ FAMILIES = {
     "pool": r"max_pool|avg_pool|^aten::mean(\.|$)",
     "dropout": r"dropout",
     "linear": r"^aten::linear(\.|$)",
-    "recipe": r"^aten::mul\.Tensor$",
+    "recipe": r"^aten::(mul\.Tensor|bmm)$",
 }
 
 OURS = {
@@ -37,7 +37,7 @@ OURS = {
     "aten::dropout", "aten::dropout_", "aten::native_dropout",
     "aten::feature_dropout", "aten::feature_dropout_",  # counted passthrough: the noise is (N, C, 1, ...)
     "aten::linear",
-    "aten::mul.Tensor",  # the recipe family's consumer (hooks/ops/recipe.cpp)
+    "aten::mul.Tensor", "aten::bmm",  # the recipe family's consumers (hooks/ops/recipe.cpp)
 }
 
 # Composites (CompositeImplicitAutograd) whose stock kernel calls a covered operator.

@@ -11,6 +11,10 @@
 #     2-D and folded 3-D, with and without bias), every requires_grad pattern of u, w, b,
 #     double backward included (the operand order of MulBackward0's gradients shows in NaN
 #     payloads there);
+#   - attention (1.13's F.multi_head_attention_forward): bmm(dropout(softmax(s)), v) keeps
+#     the dropout's recipe (the probabilities SoftmaxBackward0 keeps, times the 1-bit mask),
+#     on either side of the product, every requires_grad pattern, double backward; and
+#     nn.TransformerEncoderLayer (GELU, dropout) end to end;
 #   - the recipe is taken where it should be (grad_fn MemsaveMulBackward, bytes not kept)
 #     and not where it must not be (an output modified in place before the multiply,
 #     saved-tensor hooks set: stock's MulBackward0); no node under no_grad or inference mode;
@@ -189,6 +193,74 @@ def chains():
     check(stats().substituted[RECIPE] == taken + 2, "linear(silu(g) * u): the multiply and the linear keep recipes")
 
 
+def run_attention(on, side, dtype, v_grad, double, p):
+    """bmm of attention probabilities after dropout with v (side "self": probs @ v; "mat2":
+    v @ probs)."""
+    abi.memsave_set_enabled(1 if on else 0)
+    torch.manual_seed(9)
+    x = special(torch.randn(3, 6, 6, dtype=torch.double).to(dtype)).requires_grad_(True)
+    v = special(torch.randn(3, 6, 5, dtype=torch.double).to(dtype)).requires_grad_(v_grad)
+    torch.manual_seed(10)  # the same dropout noise on both sides
+    probs = F.dropout(F.softmax(x * 1.5, dim=-1), p, True)
+    y = torch.bmm(probs, v) if side == "self" else torch.bmm(v.transpose(1, 2), probs)
+    name = y.grad_fn.name()
+    leaves = [t for t in (x, v) if t.requires_grad]
+    w = torch.randn(y.shape, dtype=torch.double).to(dtype)
+    if double:
+        gr = torch.autograd.grad((y * w).sum(), leaves, create_graph=True)
+        second = torch.autograd.grad(sum((q * q).sum() for q in gr), leaves, allow_unused=True)
+        out = [y.detach()] + [q.detach() for q in gr] + list(second)
+    else:
+        (y * w).sum().backward()
+        out = [y.detach()] + [t.grad for t in leaves]
+    abi.memsave_set_enabled(1)
+    return out, name
+
+
+def attention():
+    for side, dtype, v_grad, double, p in itertools.product(
+            ("self", "mat2"), (torch.float, torch.double, torch.bfloat16), (False, True), (False, True), (0.1, 0.5)):
+        what = f"attention, probabilities as {side}, {dtype}, v requires grad {v_grad}, double {double}, p {p}"
+        a, stock_name = run_attention(False, side, dtype, v_grad, double, p)
+        b, name = run_attention(True, side, dtype, v_grad, double, p)
+        check(stock_name == "BmmBackward0", f"{what}: stock's node is {stock_name}")
+        # The probabilities are kept for v's gradient: only then is there a recipe.
+        expected = "MemsaveBmmBackward" if v_grad else "BmmBackward0"
+        check(name == expected, f"{what}: grad_fn {name}, expected {expected}")
+        check(len(a) == len(b) and all(bits_equal(q, r) for q, r in zip(a, b)),
+              f"{what}: outputs or gradients differ from stock's")
+    # The bytes: the dropout's output is recomputed, v is kept.
+    x = torch.randn(4, 16, 16, requires_grad=True)
+    v = torch.randn(4, 16, 8, requires_grad=True) * 1  # a projection's output, as in attention
+    probs = F.dropout(F.softmax(x * 1, dim=-1), 0.1, True)
+    before = stats()
+    torch.bmm(probs, v)
+    after = stats()
+    recomputed = after.recomputed_bytes - before.recomputed_bytes
+    check(recomputed == probs.numel() * 4, f"attention: recomputed bytes {recomputed}, expected {probs.numel() * 4}")
+    kept = after.activation_bytes_kept - before.activation_bytes_kept
+    check(kept == v.numel() * 4, f"attention: bytes kept {kept}, expected v's {v.numel() * 4}")
+    # Softmax's output itself, without dropout, is kept by stock already: nothing to take.
+    check(torch.bmm(F.softmax(x * 1, dim=-1), v).grad_fn.name() == "BmmBackward0", "softmax's output taken")
+    # nn.TransformerEncoderLayer end to end (on 1.13 its attention is bmm(dropout(softmax)); later
+    # releases may take scaled_dot_product_attention's kernels: then only equality is checked).
+    def layer(on):
+        abi.memsave_set_enabled(1 if on else 0)
+        torch.manual_seed(11)
+        enc = torch.nn.TransformerEncoderLayer(16, 2, 32, 0.1, activation="gelu", batch_first=True)
+        x = torch.randn(3, 7, 16, requires_grad=True)
+        taken = stats().substituted[RECIPE]
+        torch.manual_seed(12)
+        y = enc(x)
+        taken = stats().substituted[RECIPE] - taken
+        y.square().sum().backward()
+        abi.memsave_set_enabled(1)
+        return [y.detach(), x.grad] + [q.grad for q in enc.parameters()], taken
+    (a, _), (b, taken) = layer(False), layer(True)
+    check(all(bits_equal(q, r) for q, r in zip(a, b)), "TransformerEncoderLayer: outputs or gradients differ")
+    check(taken > 0, "TransformerEncoderLayer: no recipe kept")
+
+
 def recipe_taken_or_not():
     x = torch.randn(16, 32, requires_grad=True)
     u = torch.randn(16, 32, requires_grad=True)
@@ -317,6 +389,22 @@ def errors():
     check(a is not None and b is not None and "modified by an inplace operation" in b,
           f"version error of the input: stock {a}, ours {b}")
 
+    def version_of_probabilities(on):
+        """Softmax's output changed after the dropout: SoftmaxBackward0's own error, in both."""
+        abi.memsave_set_enabled(1 if on else 0)
+        x = torch.randn(2, 4, 4, requires_grad=True)
+        v = torch.randn(2, 4, 3, requires_grad=True)
+        s = F.softmax(x * 1, dim=-1)
+        y = torch.bmm(F.dropout(s, 0.2, True), v)
+        with torch.no_grad():
+            s.mul_(2)
+        abi.memsave_set_enabled(1)
+        return error_text(lambda: y.sum().backward())
+
+    a, b = version_of_probabilities(False), version_of_probabilities(True)
+    check(a is not None and "SoftmaxBackward0" in a and a == b,
+          f"version error of attention probabilities:\n  stock: {a}\n  ours:  {b}")
+
     def twice(on, retain):
         abi.memsave_set_enabled(1 if on else 0)
         torch.manual_seed(2)
@@ -369,6 +457,7 @@ def memory():
 
 equality()
 chains()
+attention()
 recipe_taken_or_not()
 report()
 errors()

@@ -64,7 +64,7 @@ namespace memsave {
 // The fallback reason of a call traced by torch.compile where this build does not serve the
 // tracing (Note [Compile tracing] in rules.h): the report shows it, counted.
 constexpr const char* kCompileTracingUnserved =
-    MEMSAVE_TORCH_AT_LEAST(2, 7) ? "torch.compile tracing: not served on this LibTorch (tested on 2.6 and 2.14; README, torch.compile)"
+    MEMSAVE_TORCH_AT_LEAST(2, 7) ? "torch.compile tracing: not served on this LibTorch (tested on 2.6 and 2.14; docs/compile.md)"
                                  : "torch.compile tracing: not served in this build (MEMSAVE_COMPILED_AUTOGRAD=OFF)";
 
 // Nodes. pytorch#181139 (relanded as #181782, merged April 2026; in 2.14) made autograd's

@@ -19,7 +19,7 @@ namespace memsave {
 
 using Kind = RecipeSource::Kind;
 
-c10::optional<RecipeSource> recipe_source(const at::Tensor& t) {
+c10::optional<RecipeSource> recipe_source(const at::Tensor& t, bool kept) {
   if (!t.defined() || !t.requires_grad() || t.is_view() || t.output_nr() != 0 || t._version() != 0) return c10::nullopt;
   torch::autograd::Node* node = t.grad_fn().get();
   if (!node) return c10::nullopt;
@@ -32,6 +32,9 @@ c10::optional<RecipeSource> recipe_source(const at::Tensor& t) {
   }
   if (auto* ours = dynamic_cast<RecipeProducer*>(node))
     if (ours->recomputable()) return RecipeSource{Kind::kOurs, nullptr, ours};
+  if (kept)
+    if (auto* softmax = dynamic_cast<torch::autograd::generated::SoftmaxBackward0*>(node))
+      return RecipeSource{Kind::kKept, &softmax->result_, nullptr};
   return c10::nullopt;
 }
 
@@ -55,6 +58,7 @@ at::Tensor recompute(const RecipeSource& s, const at::Tensor& input) {
     case Kind::kGeluNone: return at::gelu(input, "none");
     case Kind::kGeluTanh: return at::gelu(input, "tanh");
     case Kind::kOurs: return s.ours->recompute_output();
+    case Kind::kKept: return input;
   }
   TORCH_INTERNAL_ASSERT(false, "memsave: unknown recipe");
 }
@@ -84,6 +88,8 @@ void KeptOperand::keep(const at::Tensor& t, const c10::optional<RecipeSource>& s
 at::Tensor KeptOperand::unpack(bool check) const {
   if (!by_recipe()) return saved_.unpack();
   if (check && version_.current_version() != saved_version_) raise_version_error();
+  // An output's SavedVariable unpacks with its node (which it does not own).
+  if (source_->kind == Kind::kKept) return source_->input->unpack(producer_);
   if (source_->kind != Kind::kOurs) return source_->input->unpack();
   source_->ours->recipe_check();
   return at::Tensor();
@@ -125,7 +131,7 @@ void KeptOperand::fields(Fields& f) {
   }
   f.integer(static_cast<int64_t>(source_->kind));
   if (source_->kind == Kind::kOurs) source_->ours->recipe_fields(f);
-  else f.saved(*source_->input, false);
+  else f.saved(*source_->input, source_->kind == Kind::kKept);
   f.ints(base_sizes_);
   f.ints(base_strides_);
   f.flag(view_);

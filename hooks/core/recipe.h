@@ -25,7 +25,8 @@ namespace memsave {
 // edge, as stock's unpacked SavedVariable has, so the double-backward graph is stock's.
 // Producers: stock's SiluBackward0 and GeluBackward0 (which keep their input), and nodes of
 // ours that implement RecipeProducer (a multiply that keeps both operands, a dropout whose
-// input is itself a recipe): recipes chain. Under compile tracing there are no recipes: the
+// input is itself a recipe, or a tensor a stock node keeps as it is: attention
+// probabilities, which SoftmaxBackward0 keeps as its result): recipes chain. Under compile tracing there are no recipes: the
 // compiler's partitioner decides what to recompute. With saved-tensor hooks set, none either:
 // the hooks see what stock keeps. The recipe family (MEMSAVE_OPS) switches them.
 //
@@ -55,13 +56,17 @@ class RecipeProducer {
 };
 
 struct RecipeSource {
-  enum class Kind : int64_t { kSilu = 0, kGeluNone = 1, kGeluTanh = 2, kOurs = 3 } kind;
-  torch::autograd::SavedVariable* input = nullptr;  // stock's producers: the node's kept input
+  // kKept: not a recomputation; the tensor itself, which stock's node keeps as its own output
+  // (SoftmaxBackward0's result), for a producer of ours that recomputes from it.
+  enum class Kind : int64_t { kSilu = 0, kGeluNone = 1, kGeluTanh = 2, kOurs = 3, kKept = 4 } kind;
+  torch::autograd::SavedVariable* input = nullptr;  // stock's producers: the node's kept input (kKept: output)
   RecipeProducer* ours = nullptr;                   // kOurs
 };
 
-// The recipe of `t` (Note [Recipe source]), or nothing.
-c10::optional<RecipeSource> recipe_source(const at::Tensor& t);
+// The recipe of `t` (Note [Recipe source]), or nothing. With `kept`, also a tensor that a
+// stock node keeps as its output (kKept): for a producer of ours that recomputes its output
+// from it (a dropout); a consumer that kept it so would save nothing.
+c10::optional<RecipeSource> recipe_source(const at::Tensor& t, bool kept = false);
 // Whether a call may keep recipes: the recipe family on, not under compile tracing (`traced`:
 // the call has Python dispatch keys).
 bool recipes_on(bool traced);
@@ -84,8 +89,8 @@ class KeptOperand {
   bool defined() const { return kept_; }
   bool by_recipe() const { return source_.has_value(); }
   // value() is a new tensor nobody else holds (a recomputation, not a view of one), which the
-  // caller may overwrite.
-  bool fresh() const { return by_recipe() && !view_; }
+  // caller may overwrite. A kKept source's value is the producer's own kept tensor.
+  bool fresh() const { return by_recipe() && !view_ && source_->kind != RecipeSource::Kind::kKept; }
 
   // What stock's unpack raises, in stock's order: backward twice, a version mismatch of the
   // operand (`check`: not in a functional backward) or of what its recipe reads. Returns what

@@ -49,9 +49,10 @@ struct DropoutSaved {
   at::Tensor bits, value;
 };
 
-// When the input is itself a recipe (dropout(gelu(h)) in a transformer's MLP), the output is
-// one too (Note [Recipe] in core/recipe.h): input * noise, with the input recomputed and the
-// noise rebuilt as backward rebuilds it.
+// When the input is itself a recipe (dropout(gelu(h)) in a transformer's MLP), or a tensor
+// stock keeps anyway (dropout(softmax(s)), attention probabilities, which SoftmaxBackward0
+// keeps), the output is a recipe too (Note [Recipe] in core/recipe.h): input * noise, with the
+// input recomputed (or unpacked) and the noise rebuilt as backward rebuilds it.
 class MemsaveDropoutBackward final : public MemsaveNode<DropoutSaved>, public RecipeProducer {
  public:
   std::string name() const override { return "MemsaveDropoutBackward"; }
@@ -222,7 +223,7 @@ struct Dropout : DropoutOp<Dropout<kInplaceOp>> {
       node.keep(std::move(mask), std::move(value));
     }
     if (!kInplace && recipes_on(python_keys(c.keys())) && !saved_tensor_hooks_set())
-      if (const auto source = recipe_source(this->input)) node.keep_input_recipe(this->input, *source);
+      if (const auto source = recipe_source(this->input, /*kept=*/true)) node.keep_input_recipe(this->input, *source);
     at::Tensor result;
     if (kInplace) {
       at::AutoDispatchBelowAutograd guard;  // ADInplaceOrView bumps the version counter

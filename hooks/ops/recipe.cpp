@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-// recipe.cpp: aten::mul.Tensor on AutogradCPU/AutogradCUDA: a multiply whose operand is the
-// output of SiLU or GELU keeps a recipe for it, not the tensor.
+// recipe.cpp: aten::mul.Tensor and aten::bmm on AutogradCPU/AutogradCUDA: a multiply whose
+// operand is the output of SiLU or GELU keeps a recipe for it, not the tensor; a batched
+// matrix product whose operand is a recipe (attention probabilities after dropout) likewise.
 //
 // Stock: a gated MLP (LLaMA, Qwen, Mistral) computes s = silu(g), then s * u. SiluBackward0
 // keeps g, and MulBackward0 keeps s (for u's gradient) and u (for s's). But s is a pure
@@ -14,6 +15,7 @@
 // recomputed tensor carries the producer's edge, as stock's unpacked SavedVariable does, so
 // the double-backward graph is stock's. Every other multiply is stock's, counted as
 // passthrough (nothing to recompute).
+#include <ATen/ops/bmm.h>
 #include <ATen/ops/mul.h>
 
 #include "../core/kernel.h"
@@ -25,6 +27,17 @@ namespace {
 using torch::autograd::variable_list;
 
 constexpr auto F = MEMSAVE_FAMILY_RECIPE;
+
+// Keeps operand `t` in `kept`, by recipe when `source` says so, and counts it as stock's
+// node would have kept it.
+void keep_operand(KeptOperand& kept, const at::Tensor& t, const c10::optional<RecipeSource>& source, Footprint& f) {
+  kept.keep(t, source);
+  uint64_t& stock = t.is_leaf() ? f.stock.parameters : f.stock.activations;
+  uint64_t& ours = t.is_leaf() ? f.kept.parameters : f.kept.activations;
+  stock += tensor_bytes(t);
+  if (source) f.recomputed += tensor_bytes(t);
+  else ours += tensor_bytes(t);
+}
 
 struct MulSaved {
   at::Tensor self, other;  // as unpack() returned them (KeptOperand::unpack)
@@ -118,26 +131,80 @@ struct Mul : Op<Mul> {
 
   Footprint keep(const Call&, Node& node) const {
     Footprint f;
-    const auto count = [&f](const at::Tensor& t, bool by_recipe) {
-      uint64_t& stock = t.is_leaf() ? f.stock.parameters : f.stock.activations;
-      uint64_t& kept = t.is_leaf() ? f.kept.parameters : f.kept.activations;
-      stock += tensor_bytes(t);
-      if (by_recipe) f.recomputed += tensor_bytes(t);
-      else kept += tensor_bytes(t);
-    };
-    if (other.requires_grad()) {
-      node.self_.keep(self, self_source);
-      count(self, self_source.has_value());
-    }
-    if (self.requires_grad()) {
-      node.other_.keep(other, other_source);
-      count(other, other_source.has_value());
-    }
+    if (other.requires_grad()) keep_operand(node.self_, self, self_source, f);
+    if (self.requires_grad()) keep_operand(node.other_, other, other_source, f);
     return f;
   }
 };
 
-void register_recipe(Registrar& r) { r.op<Mul>("mul.Tensor"); }
+struct BmmSaved {
+  at::Tensor self, mat2;  // as unpack() returned them (KeptOperand::unpack)
+};
+
+// Note [Bmm backward]: BmmBackward0's formula (derivatives.yaml, bmm: self's gradient is
+// grad.bmm(mat2.transpose(1, 2).conj()), mat2's self.transpose(1, 2).conj().bmm(grad)), with
+// the same calls in stock's order: mat2's first. It keeps self only for mat2's gradient and
+// mat2 only for self's. Attention (1.13's F.multi_head_attention_forward) computes
+// bmm(dropout(softmax(s)), v): the dropout's output is a recipe (the probabilities
+// SoftmaxBackward0 keeps, times the dropout's 1-bit mask), so it is not kept twice.
+class MemsaveBmmBackward final : public MemsaveNode<BmmSaved> {
+ public:
+  std::string name() const override { return "MemsaveBmmBackward"; }
+
+  KeptOperand self_, mat2_;  // kept when the other operand needs a gradient
+
+ private:
+  BmmSaved unpack() override {
+    const bool check = !functional();
+    return {self_.unpack(check), mat2_.unpack(check)};
+  }
+  void release() override {
+    self_.reset_data();
+    mat2_.reset_data();
+  }
+  void fields(Fields& f) override {
+    self_.fields(f);
+    mat2_.fields(f);
+  }
+  void backward(const at::Tensor& grad, const BmmSaved& s, variable_list& out) override {
+    if (wanted(1)) out[1] = self_.tensor(s.self).transpose(1, 2).conj().bmm(grad);
+    if (wanted(0)) out[0] = grad.bmm(mat2_.tensor(s.mat2).transpose(1, 2).conj());
+  }
+};
+
+// aten::bmm(Tensor self, Tensor mat2) -> Tensor
+struct Bmm : Op<Bmm> {
+  static constexpr memsave_family_t kFamily = F;
+  using Node = MemsaveBmmBackward;
+
+  at::Tensor self, mat2;
+  c10::optional<RecipeSource> self_source, mat2_source;  // when kept (the other needs a gradient)
+  explicit Bmm(const Call& c) : self(c.tensor(0)), mat2(c.tensor(1)) {
+    if (!recipes_on(python_keys(c.keys()))) return;
+    if (mat2.requires_grad()) self_source = recipe_source(self);
+    if (self.requires_grad()) mat2_source = recipe_source(mat2);
+  }
+
+  std::array<at::Tensor, 2> differentiable() const { return {self, mat2}; }
+  // Nothing to recompute: stock's node keeps what it must (Mul's stock_minimal).
+  bool stock_minimal() const { return !self_source && !mat2_source; }
+
+  const char* prepare(const Call&) const { return saved_tensor_hooks_set() ? kRecipeUnderHooks : nullptr; }
+
+  NodePtr<Node> node(const Call&) const { return make_node<Node>(); }
+
+  Footprint keep(const Call&, Node& node) const {
+    Footprint f;
+    if (mat2.requires_grad()) keep_operand(node.self_, self, self_source, f);
+    if (self.requires_grad()) keep_operand(node.mat2_, mat2, mat2_source, f);
+    return f;
+  }
+};
+
+void register_recipe(Registrar& r) {
+  r.op<Mul>("mul.Tensor");
+  r.op<Bmm>("bmm");
+}
 const FamilyRegistration registration(F, &register_recipe);
 
 }  // namespace
