@@ -390,7 +390,7 @@ def errors():
           f"version error of the input: stock {a}, ours {b}")
 
     def version_of_probabilities(on):
-        """Softmax's output changed after the dropout: SoftmaxBackward0's own error, in both."""
+        """Softmax's output changed after the dropout: its node's own error, in both."""
         abi.memsave_set_enabled(1 if on else 0)
         x = torch.randn(2, 4, 4, requires_grad=True)
         v = torch.randn(2, 4, 3, requires_grad=True)
@@ -402,7 +402,8 @@ def errors():
         return error_text(lambda: y.sum().backward())
 
     a, b = version_of_probabilities(False), version_of_probabilities(True)
-    check(a is not None and "SoftmaxBackward0" in a and a == b,
+    # (SoftmaxBackward0 on 1.13 and 2.6, Softmax on 2.14: SavedVariable names the forward op.)
+    check(a is not None and "modified by an inplace operation" in a and "of Softmax" in a and a == b,
           f"version error of attention probabilities:\n  stock: {a}\n  ours:  {b}")
 
     def twice(on, retain):
