@@ -162,6 +162,22 @@ class GatedMLP(nn.Module):
         return y + self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
+class Attention(nn.Module):
+    """The bmm consumer (hooks/ops/recipe.cpp) of a dropout whose input is softmax's output
+    (SoftmaxBackward0 keeps it as its own output: Note [Kept source] in hooks/core/recipe.cpp):
+    bmm(dropout(softmax(q k^T)), v), every parameter trains."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.q, self.k, self.v = nn.Linear(12, 8), nn.Linear(12, 8), nn.Linear(12, 8)
+
+    def forward(self, x):
+        x = x.flatten(0, 1)
+        p = F.dropout(torch.softmax(torch.bmm(self.q(x), self.k(x).transpose(1, 2)), -1), 0.25, True)
+        return torch.bmm(p, self.v(x))
+
+
 def bitwise(a, b):
     return a.dtype == b.dtype and a.shape == b.shape and torch.equal(
         a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
@@ -310,6 +326,7 @@ def main():
     wide[0, 0, 0, :3] = torch.tensor([float("nan"), -0.0, float("inf")])
     wide[1, 2, 3, 3] = float("-inf")
     check("recipes", GatedMLP(), wide, want={"MemsaveMulBackward", "MemsaveDropoutBackward", "MemsaveLinearBackward"})
+    check("attention", Attention(), wide, want={"MemsaveBmmBackward", "MemsaveDropoutBackward"})
 
     # Stock's errors, raised by compiled_args before anything is traced.
     net = frozen(Net())

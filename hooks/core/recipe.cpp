@@ -72,6 +72,11 @@ void KeptOperand::keep(const at::Tensor& t, const c10::optional<RecipeSource>& s
   }
   const at::Tensor& b = base.defined() ? base : t;
   source_ = source;
+  // Note [Kept source]: a kKept operand is the very tensor stock's node keeps as its output.
+  // Kept here too (the same storage: no byte more), as an input, so that it unpacks to one
+  // tensor: compiled autograd lifts each kept tensor once per TensorImpl, and an output's
+  // SavedVariable unpacks to a new one each time (lifted twice, read once).
+  if (source->kind == Kind::kKept) saved_ = torch::autograd::SavedVariable(t, /*is_output=*/false);
   producer_ = b.grad_fn();
   edge_ = torch::autograd::impl::gradient_edge(t);
   version_ = torch::autograd::impl::version_counter(t);
@@ -88,8 +93,7 @@ void KeptOperand::keep(const at::Tensor& t, const c10::optional<RecipeSource>& s
 at::Tensor KeptOperand::unpack(bool check) const {
   if (!by_recipe()) return saved_.unpack();
   if (check && version_.current_version() != saved_version_) raise_version_error();
-  // An output's SavedVariable unpacks with its node (which it does not own).
-  if (source_->kind == Kind::kKept) return source_->input->unpack(producer_);
+  if (source_->kind == Kind::kKept) return saved_.unpack();
   if (source_->kind != Kind::kOurs) return source_->input->unpack();
   source_->ours->recipe_check();
   return at::Tensor();
@@ -131,7 +135,8 @@ void KeptOperand::fields(Fields& f) {
   }
   f.integer(static_cast<int64_t>(source_->kind));
   if (source_->kind == Kind::kOurs) source_->ours->recipe_fields(f);
-  else f.saved(*source_->input, source_->kind == Kind::kKept);
+  else if (source_->kind == Kind::kKept) f.saved(saved_, false);
+  else f.saved(*source_->input, false);
   f.ints(base_sizes_);
   f.ints(base_strides_);
   f.flag(view_);

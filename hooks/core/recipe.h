@@ -57,7 +57,8 @@ class RecipeProducer {
 
 struct RecipeSource {
   // kKept: not a recomputation; the tensor itself, which stock's node keeps as its own output
-  // (SoftmaxBackward0's result), for a producer of ours that recomputes from it.
+  // (SoftmaxBackward0's result), for a producer of ours that recomputes from it; KeptOperand
+  // keeps it as well, sharing its storage (Note [Kept source] in recipe.cpp).
   enum class Kind : int64_t { kSilu = 0, kGeluNone = 1, kGeluTanh = 2, kOurs = 3, kKept = 4 } kind;
   torch::autograd::SavedVariable* input = nullptr;  // stock's producers: the node's kept input (kKept: output)
   RecipeProducer* ours = nullptr;                   // kOurs
