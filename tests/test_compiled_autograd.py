@@ -165,15 +165,17 @@ class GatedMLP(nn.Module):
 class Attention(nn.Module):
     """The bmm consumer (hooks/ops/recipe.cpp) of a dropout whose input is softmax's output
     (SoftmaxBackward0 keeps it as its own output: Note [Kept source] in hooks/core/recipe.cpp):
-    bmm(dropout(softmax(q k^T)), v), every parameter trains."""
+    bmm(dropout(softmax(q k^T)), v), after a layer norm whose output the projections keep as a
+    recipe (Note [Layer norm eps] in hooks/core/recipe.h); every parameter trains."""
 
     def __init__(self):
         super().__init__()
         torch.manual_seed(1)
+        self.norm = nn.LayerNorm(12, eps=1e-3)
         self.q, self.k, self.v = nn.Linear(12, 8), nn.Linear(12, 8), nn.Linear(12, 8)
 
     def forward(self, x):
-        x = x.flatten(0, 1)
+        x = self.norm(x.flatten(0, 1))
         p = F.dropout(torch.softmax(torch.bmm(self.q(x), self.k(x).transpose(1, 2)), -1), 0.25, True)
         return torch.bmm(p, self.v(x))
 
@@ -326,7 +328,7 @@ def main():
     wide[0, 0, 0, :3] = torch.tensor([float("nan"), -0.0, float("inf")])
     wide[1, 2, 3, 3] = float("-inf")
     check("recipes", GatedMLP(), wide, want={"MemsaveMulBackward", "MemsaveDropoutBackward", "MemsaveLinearBackward"})
-    check("attention", Attention(), wide, want={"MemsaveBmmBackward", "MemsaveDropoutBackward"})
+    check("attention", Attention(), wide, want={"MemsaveBmmBackward", "MemsaveDropoutBackward", "MemsaveLinearBackward"})
 
     # Stock's errors, raised by compiled_args before anything is traced.
     net = frozen(Net())

@@ -252,6 +252,8 @@ void around_composite(const c10::OperatorHandle& handle, c10::DispatchKeySet, to
 // wins over stock's Autograd alias kernel, without an override warning.
 class Registrar {
  public:
+  using Boxed = void(const c10::OperatorHandle&, c10::DispatchKeySet, torch::jit::Stack*);
+
   Registrar();
   template <class O>
   void op(const char* name) {
@@ -263,6 +265,12 @@ class Registrar {
   }
   // Note [Uncovered route]: counted, left to stock. Names this LibTorch does not define,
   // or defines as a composite (which reaches another operator), are skipped.
+  // A kernel written as a boxed function (one that calls stock's and notes what it made:
+  // hooks/ops/recipe.cpp's layer norm).
+  template <Boxed* fn>
+  void boxed(const char* name) {
+    impl(name, &make<fn>);
+  }
   template <memsave_family_t F>
   void uncovered(std::initializer_list<const char*> names) {
     for (const char* name : names)
@@ -270,7 +278,6 @@ class Registrar {
   }
 
  private:
-  using Boxed = void(const c10::OperatorHandle&, c10::DispatchKeySet, torch::jit::Stack*);
   template <Boxed* fn>
   static torch::CppFunction make() {
     return torch::CppFunction::makeFromBoxedFunction<fn>();

@@ -6,11 +6,15 @@
 #include <ATen/SavedTensorHooks.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/gelu.h>
+#include <ATen/ops/native_layer_norm.h>
 #include <ATen/ops/silu.h>
 #include <torch/csrc/autograd/generated/Functions.h>
 #include <torch/csrc/autograd/variable.h>
 
+#include <mutex>
 #include <sstream>
+#include <tuple>
+#include <unordered_map>
 
 #include "rules.h"
 #include "shared.h"
@@ -18,6 +22,49 @@
 namespace memsave {
 
 using Kind = RecipeSource::Kind;
+
+namespace {
+// Note [Layer norm eps]: an output's TensorImpl -> (a weak reference to it, to tell a reused
+// address; the node that made it; eps). A weak reference to a tensor keeps none of its data
+// (a dead tensor's storage is released at once); one to a node would keep the node and its
+// kept tensors where nodes are intrusively counted (2.14).
+using WeakImpl = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
+struct EpsEntry {
+  WeakImpl output;
+  const torch::autograd::Node* node;
+  double eps;
+};
+struct EpsTable {
+  std::mutex mutex;
+  std::unordered_map<const c10::TensorImpl*, EpsEntry> entries;
+  size_t sweep_at = 64;
+};
+EpsTable& eps_table() {
+  static EpsTable* table = new EpsTable;  // never destroyed: tensors may die after exit's destructors
+  return *table;
+}
+
+c10::optional<double> layer_norm_eps(const at::Tensor& t) {
+  EpsTable& table = eps_table();
+  std::lock_guard<std::mutex> lock(table.mutex);
+  const auto it = table.entries.find(t.unsafeGetTensorImpl());
+  if (it == table.entries.end() || it->second.output.lock().get() != t.unsafeGetTensorImpl() ||
+      it->second.node != t.grad_fn().get())
+    return c10::nullopt;
+  return it->second.eps;
+}
+}  // namespace
+
+void remember_layer_norm_eps(const at::Tensor& output, double eps) {
+  EpsTable& table = eps_table();
+  std::lock_guard<std::mutex> lock(table.mutex);
+  table.entries.insert_or_assign(output.unsafeGetTensorImpl(),
+                                 EpsEntry{WeakImpl(output.getIntrusivePtr()), output.grad_fn().get(), eps});
+  if (table.entries.size() < table.sweep_at) return;
+  for (auto it = table.entries.begin(); it != table.entries.end();)
+    it = it->second.output.expired() ? table.entries.erase(it) : std::next(it);
+  table.sweep_at = 2 * table.entries.size() + 64;
+}
 
 c10::optional<RecipeSource> recipe_source(const at::Tensor& t, bool kept) {
   if (!t.defined() || !t.requires_grad() || t.is_view() || t.output_nr() != 0 || t._version() != 0) return c10::nullopt;
@@ -28,6 +75,10 @@ c10::optional<RecipeSource> recipe_source(const at::Tensor& t, bool kept) {
   if (auto* gelu = dynamic_cast<torch::autograd::generated::GeluBackward0*>(node)) {
     if (gelu->approximate == "none") return RecipeSource{Kind::kGeluNone, &gelu->self_, nullptr};
     if (gelu->approximate == "tanh") return RecipeSource{Kind::kGeluTanh, &gelu->self_, nullptr};
+    return c10::nullopt;
+  }
+  if (auto* ln = dynamic_cast<torch::autograd::generated::NativeLayerNormBackward0*>(node)) {
+    if (const auto eps = layer_norm_eps(t)) return RecipeSource{Kind::kLayerNorm, &ln->input_, nullptr, ln, *eps};
     return c10::nullopt;
   }
   if (auto* ours = dynamic_cast<RecipeProducer*>(node))
@@ -59,6 +110,11 @@ at::Tensor recompute(const RecipeSource& s, const at::Tensor& input) {
     case Kind::kGeluTanh: return at::gelu(input, "tanh");
     case Kind::kOurs: return s.ours->recompute_output();
     case Kind::kKept: return input;
+    case Kind::kLayerNorm: {
+      auto* ln = static_cast<torch::autograd::generated::NativeLayerNormBackward0*>(s.layer_norm);
+      return std::get<0>(
+          at::native_layer_norm_symint(input, ln->normalized_shape, ln->weight_.unpack(), ln->bias_.unpack(), s.eps));
+    }
   }
   TORCH_INTERNAL_ASSERT(false, "memsave: unknown recipe");
 }
@@ -137,6 +193,15 @@ void KeptOperand::fields(Fields& f) {
   if (source_->kind == Kind::kOurs) source_->ours->recipe_fields(f);
   else if (source_->kind == Kind::kKept) f.saved(saved_, false);
   else f.saved(*source_->input, false);
+  if (source_->kind == Kind::kLayerNorm) {
+    auto* ln = static_cast<torch::autograd::generated::NativeLayerNormBackward0*>(source_->layer_norm);
+    f.saved(ln->weight_, false);
+    f.saved(ln->bias_, false);
+    std::vector<int64_t> shape;
+    for (const c10::SymInt& d : ln->normalized_shape) shape.push_back(d.expect_int());
+    f.ints(shape);
+    f.real(source_->eps);
+  }
   f.ints(base_sizes_);
   f.ints(base_strides_);
   f.flag(view_);

@@ -23,7 +23,8 @@ namespace memsave {
 // kept tensors with the kernel that made it (same inputs, same sizes and strides: the same
 // elements in the same order), and, under create_graph, gives it the operand's own gradient
 // edge, as stock's unpacked SavedVariable has, so the double-backward graph is stock's.
-// Producers: stock's SiluBackward0 and GeluBackward0 (which keep their input), and nodes of
+// Producers: stock's SiluBackward0 and GeluBackward0 (which keep their input),
+// NativeLayerNormBackward0 (its input, weight and bias; eps: Note [Layer norm eps]), and nodes of
 // ours that implement RecipeProducer (a multiply that keeps both operands, a dropout whose
 // input is itself a recipe, or a tensor a stock node keeps as it is: attention
 // probabilities, which SoftmaxBackward0 keeps as its result): recipes chain. Under compile tracing there are no recipes: the
@@ -59,10 +60,20 @@ struct RecipeSource {
   // kKept: not a recomputation; the tensor itself, which stock's node keeps as its own output
   // (SoftmaxBackward0's result), for a producer of ours that recomputes from it; KeptOperand
   // keeps it as well, sharing its storage (Note [Kept source] in recipe.cpp).
-  enum class Kind : int64_t { kSilu = 0, kGeluNone = 1, kGeluTanh = 2, kOurs = 3, kKept = 4 } kind;
+  enum class Kind : int64_t { kSilu = 0, kGeluNone = 1, kGeluTanh = 2, kOurs = 3, kKept = 4, kLayerNorm = 5 } kind;
   torch::autograd::SavedVariable* input = nullptr;  // stock's producers: the node's kept input (kKept: output)
   RecipeProducer* ours = nullptr;                   // kOurs
+  torch::autograd::Node* layer_norm = nullptr;      // kLayerNorm: NativeLayerNormBackward0
+  double eps = 0;                                   // kLayerNorm
 };
+
+// Note [Layer norm eps]: NativeLayerNormBackward0 keeps the input, the normalized shape, the
+// weight and the bias, but not eps, without which its output cannot be recomputed. The
+// recipe family's kernel on native_layer_norm (hooks/ops/recipe.cpp) calls stock's and notes
+// eps for the output it made, with that output's node; recipe_source() reads it while the
+// output lives. An output without a note (made while the family was off) has no recipe.
+// Entries of dead outputs are swept as the table grows.
+void remember_layer_norm_eps(const at::Tensor& output, double eps);
 
 // The recipe of `t` (Note [Recipe source]), or nothing. With `kept`, also a tensor that a
 // stock node keeps as its output (kKept): for a producer of ours that recomputes its output

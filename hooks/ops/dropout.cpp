@@ -95,7 +95,12 @@ class MemsaveDropoutBackward final : public MemsaveNode<DropoutSaved>, public Re
   }
 
   DropoutSaved unpack() override { return {bits_.unpack(), value_.unpack()}; }
-  void release() override { reset_data(bits_, value_); }
+  // The input's recipe goes too: every consumer of the output ran its backward before this one
+  // (and a kKept input holds the very tensor: Note [Kept source] in core/recipe.cpp).
+  void release() override {
+    reset_data(bits_, value_);
+    input_.reset_data();
+  }
   void fields(Fields& f) override {
     f.saved(bits_, false);
     f.saved(value_, false);

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // recipe.cpp: aten::mul.Tensor and aten::bmm on AutogradCPU/AutogradCUDA: a multiply whose
 // operand is the output of SiLU or GELU keeps a recipe for it, not the tensor; a batched
-// matrix product whose operand is a recipe (attention probabilities after dropout) likewise.
+// matrix product whose operand is a recipe (attention probabilities after dropout) likewise;
+// aten::native_layer_norm, stock's, noted so that its output has a recipe.
 //
 // Stock: a gated MLP (LLaMA, Qwen, Mistral) computes s = silu(g), then s * u. SiluBackward0
 // keeps g, and MulBackward0 keeps s (for u's gradient) and u (for s's). But s is a pure
@@ -201,9 +202,23 @@ struct Bmm : Op<Bmm> {
   }
 };
 
+// aten::native_layer_norm(Tensor input, SymInt[] normalized_shape, Tensor? weight, Tensor? bias,
+// float eps) -> (Tensor, Tensor, Tensor): stock's kernel, node and outputs, untouched; then eps
+// is noted for the output stock made (Note [Layer norm eps] in core/recipe.h), so that it has
+// a recipe: a linear that keeps it (a post-norm transformer's first MLP linear, the next
+// layer's attention projection) keeps the recipe.
+void layer_norm_producer(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::jit::Stack* stack) {
+  const double eps = stack->back().toDouble();
+  op.callBoxedForDispatchKey(c10::DispatchKey::Autograd, *stack);
+  if (!family_on(F) || !at::GradMode::is_enabled()) return;
+  const at::Tensor& out = (*stack)[stack->size() - 3].toTensor();
+  if (out.requires_grad() && out.grad_fn()) remember_layer_norm_eps(out, eps);
+}
+
 void register_recipe(Registrar& r) {
   r.op<Mul>("mul.Tensor");
   r.op<Bmm>("bmm");
+  r.boxed<&layer_norm_producer>("native_layer_norm");
 }
 const FamilyRegistration registration(F, &register_recipe);
 
