@@ -453,27 +453,35 @@ def errors():
     check(name == "MemsaveMulBackward" and all(bits_equal(p, q) for p, q in zip(a, b)), "anomaly mode")
 
 
+def measured_step(on, shape, block):
+    """One step of h = block(h) from a fresh input of `shape` that needs a gradient: the
+    steps peak and the bytes still held after backward while the graph (h) lives, above
+    those alive before it, and the input's gradient."""
+    abi.memsave_set_enabled(1 if on else 0)
+    torch.manual_seed(1)
+    x = torch.randn(shape, requires_grad=True)
+    base = stats().cpu_current_bytes
+    abi.memsave_reset_peak()
+    h = block(x)
+    h.pow(2).sum().backward()
+    peak = stats().cpu_peak_bytes - base
+    held = stats().cpu_current_bytes - base
+    abi.memsave_set_enabled(1)
+    return peak, held, x.grad
+
+
 def memory():
     """Four LLaMA-style MLP blocks (bench/transformer_case.py's llama-mlp, smaller), frozen."""
     torch.manual_seed(0)
     d, hidden = 128, 344
     ws = [[torch.randn(o, i) / i ** 0.5 for o, i in ((hidden, d), (hidden, d), (d, hidden))] for _ in range(4)]
 
-    def step(on):
-        abi.memsave_set_enabled(1 if on else 0)
-        torch.manual_seed(1)
-        x = torch.randn(8, 48, d, requires_grad=True)
-        base = stats().cpu_current_bytes
-        abi.memsave_reset_peak()
-        h = x
+    def blocks(h):
         for gate, up, down in ws:
             h = h + F.linear(F.silu(F.linear(h, gate)) * F.linear(h, up), down)
-        h.pow(2).sum().backward()
-        peak = stats().cpu_peak_bytes - base
-        abi.memsave_set_enabled(1)
-        return peak, x.grad
+        return h
 
-    (stock, ga), (ours, gb) = step(False), step(True)
+    (stock, _, ga), (ours, _, gb) = measured_step(False, (8, 48, d), blocks), measured_step(True, (8, 48, d), blocks)
     ratio = ours / stock
     print(f"recipe: LLaMA-style MLP, input only: steps peak {ours} / {stock} = {ratio:.3f}")
     check(bits_equal(ga, gb), "memory case: gradients differ")
@@ -489,30 +497,20 @@ def attention_memory():
     d = 32
     ws = [[torch.randn(d, d) / d ** 0.5 for _ in range(3)] for _ in range(4)]
 
-    def step(on):
-        abi.memsave_set_enabled(1 if on else 0)
-        torch.manual_seed(1)
-        x = torch.randn(8, 128, d, requires_grad=True)
-        base = stats().cpu_current_bytes
-        abi.memsave_reset_peak()
-        h = x
+    def blocks(h):
         for wq, wk, wv in ws:
             p = F.dropout(torch.softmax(torch.bmm(h @ wq, (h @ wk).transpose(1, 2)), -1), 0.1, True)
             h = h + torch.bmm(p, h @ wv)
-        h.pow(2).sum().backward()
-        peak = stats().cpu_peak_bytes - base
-        held = stats().cpu_current_bytes - base  # the graph (h) still alive, its tensors released
-        abi.memsave_set_enabled(1)
-        return peak, held, x.grad
+        return h
 
-    (stock, stock_held, ga), (ours, held, gb) = step(False), step(True)
+    (stock, stock_held, ga), (ours, held, gb) = measured_step(False, (8, 128, d), blocks), measured_step(
+        True, (8, 128, d), blocks)
     ratio = ours / stock
     print(f"recipe: attention blocks, input only: steps peak {ours} / {stock} = {ratio:.3f}; "
           f"held after backward {held} / {stock_held}")
     check(bits_equal(ga, gb), "attention memory case: gradients differ")
     check(ratio <= 0.8, f"attention memory case: steps peak {ratio:.3f} of stock's, expected at most 0.8")
     check(held <= stock_held, f"attention memory case: {held} bytes held after backward, stock {stock_held}")
-
 
 equality()
 chains()

@@ -263,14 +263,14 @@ class Registrar {
   void composite(const char* name) {
     impl(name, &make<&around_composite<Scope>>);
   }
-  // Note [Uncovered route]: counted, left to stock. Names this LibTorch does not define,
-  // or defines as a composite (which reaches another operator), are skipped.
   // A kernel written as a boxed function (one that calls stock's and notes what it made:
   // hooks/ops/recipe.cpp's layer norm).
   template <Boxed* fn>
   void boxed(const char* name) {
     impl(name, &make<fn>);
   }
+  // Note [Uncovered route]: counted, left to stock. Names this LibTorch does not define,
+  // or defines as a composite (which reaches another operator), are skipped.
   template <memsave_family_t F>
   void uncovered(std::initializer_list<const char*> names) {
     for (const char* name : names)

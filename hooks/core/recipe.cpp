@@ -190,17 +190,22 @@ void KeptOperand::fields(Fields& f) {
     return;
   }
   f.integer(static_cast<int64_t>(source_->kind));
-  if (source_->kind == Kind::kOurs) source_->ours->recipe_fields(f);
-  else if (source_->kind == Kind::kKept) f.saved(saved_, false);
-  else f.saved(*source_->input, false);
-  if (source_->kind == Kind::kLayerNorm) {
-    auto* ln = static_cast<torch::autograd::generated::NativeLayerNormBackward0*>(source_->layer_norm);
-    f.saved(ln->weight_, false);
-    f.saved(ln->bias_, false);
-    std::vector<int64_t> shape;
-    for (const c10::SymInt& d : ln->normalized_shape) shape.push_back(d.expect_int());
-    f.ints(shape);
-    f.real(source_->eps);
+  switch (source_->kind) {
+    case Kind::kOurs: source_->ours->recipe_fields(f); break;
+    case Kind::kKept: f.saved(saved_, false); break;
+    case Kind::kLayerNorm: {
+      // What recompute() reads besides the input.
+      auto* ln = static_cast<torch::autograd::generated::NativeLayerNormBackward0*>(source_->layer_norm);
+      f.saved(*source_->input, false);
+      f.saved(ln->weight_, false);
+      f.saved(ln->bias_, false);
+      std::vector<int64_t> shape;
+      for (const c10::SymInt& d : ln->normalized_shape) shape.push_back(d.expect_int());
+      f.ints(shape);
+      f.real(source_->eps);
+      break;
+    }
+    default: f.saved(*source_->input, false);
   }
   f.ints(base_sizes_);
   f.ints(base_strides_);
