@@ -157,9 +157,10 @@ resnet18 adversarial 8 128 2
 resnet18.trace adversarial 8 128 2
 resnet18.script adversarial 8 128 2
 "
-# bench/transformer_case.py (model scenario batch seq steps) and the demo's transformer
-# (demo:transformer); the last column, when present, is the family list given to `memsave ab
-# --ops` (B's MEMSAVE_OPS).
+# bench/transformer_case.py (model scenario batch seq steps) and the demo's transformers
+# (demo:transformer, ReLU; demo:llama and demo:gelu_encoder, the same two models in C++,
+# whose torch::nn::Linear takes addmm/mm; "surgical" trains the embedding only); the last
+# column, when present, is the family list given to `memsave ab --ops` (B's MEMSAVE_OPS).
 tf_rows_full="
 llama-mlp input 8 96 2
 llama-mlp input 8 96 2 -recipe
@@ -177,6 +178,12 @@ demo:transformer full 8 64 2
 demo:transformer full 8 64 2 -recipe
 demo:transformer bitfit 8 64 2
 demo:transformer bitfit 8 64 2 -recipe
+demo:llama surgical 8 96 2
+demo:llama surgical 8 96 2 -recipe
+demo:llama full 8 96 2
+demo:llama full 8 96 2 -recipe
+demo:gelu_encoder full 8 96 2
+demo:gelu_encoder full 8 96 2 -recipe
 "
 tf_rows_quick="
 llama-mlp input 8 96 2
@@ -307,7 +314,7 @@ mib() { awk -v b="$1" 'BEGIN { if (b == "") print "-"; else printf "%.1f", b / 1
   elif [ "$transformers" = 1 ]; then
     echo "# Benchmark: stock PyTorch versus libmemsave, transformer blocks (the recipe family)"
     echo
-    echo "- command: \`$cmdline\` (each row: \`memsave ab -n $runs --json --check-output [--ops OPS] -- $python_bin bench/transformer_case.py M S --batch B --seq T --steps K\`, or memsave-demo's transformer for demo:transformer; random weights; losses printed with 17 digits and a SHA-256 of the gradients, so equal outputs mean bitwise-equal gradients; rows marked (ops -recipe) run libmemsave with the recipe family off, i.e. as it was before it)"
+    echo "- command: \`$cmdline\` (each row: \`memsave ab -n $runs --json --check-output [--ops OPS] -- $python_bin bench/transformer_case.py M S --batch B --seq T --steps K\`, or memsave-demo's model for demo:M (transformer, llama, gelu_encoder); random weights; losses printed with 17 digits and a SHA-256 of the gradients, so equal outputs mean bitwise-equal gradients; rows marked (ops -recipe) run libmemsave with the recipe family off, i.e. as it was before it)"
   elif [ "$torchscript" = 1 ]; then
     echo "# Benchmark: stock LibTorch versus libmemsave, TorchScript modules fine-tuned in C++"
     echo

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 // models.cpp: ResNet-18/50, VGG-11/16, MobileNetV2 and a small transformer encoder, shaped
 // like torchvision's (in-place ReLU, conv-bn-relu blocks, residual adds, max pool, global
-// average pool, linear head), so that the demo exercises the operators real models use.
+// average pool, linear head), so that the demo exercises the operators real models use; and
+// the two transformer stacks of bench/transformer_case.py (a LLaMA-style MLP stack, a GELU
+// encoder), on token embeddings, for the recipe family's consumers of C++ torch::nn::Linear.
 #include "models.h"
 
 namespace nn = torch::nn;
@@ -222,10 +224,89 @@ struct Transformer : Model {
   bool input_is_image() const override { return false; }
 };
 
+// ---- LLaMA-style MLP stack and GELU encoder (bench/transformer_case.py's models) -------------
+
+// Token ids (N, S) in; a linear head on the mean over the sequence.
+struct TokenModel : Model {
+  static constexpr int64_t kVocab = 1000, kModel = 256;
+  nn::Embedding embed{nullptr};
+  nn::Linear head{nullptr};
+  TokenModel() {
+    embed = register_module("embed", nn::Embedding(kVocab, kModel));
+    head = register_module("head", nn::Linear(kModel, classes()));
+  }
+  std::vector<torch::Tensor> stem_parameters() override { return embed->parameters(); }
+  std::vector<torch::Tensor> head_parameters() override { return head->parameters(); }
+  torch::Tensor make_input(int64_t batch, int64_t size) override { return torch::randint(0, kVocab, {batch, size}); }
+  bool input_is_image() const override { return false; }
+};
+
+// LLaMA's RMS norm, written out as LLaMA's code writes it: x * rsqrt(mean(x^2) + eps) * w.
+struct RmsNormImpl : nn::Module {
+  torch::Tensor weight;
+  double eps;
+  RmsNormImpl(int64_t d, double eps) : eps(eps) { weight = register_parameter("weight", torch::ones({d})); }
+  torch::Tensor forward(const torch::Tensor& x) { return x * torch::rsqrt(x.pow(2).mean(-1, true) + eps) * weight; }
+};
+TORCH_MODULE(RmsNorm);
+
+// x + down(silu(gate(norm(x))) * up(norm(x))), no bias.
+struct LlamaMlpBlockImpl : nn::Module {
+  RmsNorm norm{nullptr};
+  nn::Linear gate{nullptr}, up{nullptr}, down{nullptr};
+  LlamaMlpBlockImpl(int64_t d, int64_t hidden) {
+    norm = register_module("norm", RmsNorm(d, 1e-6));
+    gate = register_module("gate", nn::Linear(nn::LinearOptions(d, hidden).bias(false)));
+    up = register_module("up", nn::Linear(nn::LinearOptions(d, hidden).bias(false)));
+    down = register_module("down", nn::Linear(nn::LinearOptions(hidden, d).bias(false)));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    const torch::Tensor h = norm->forward(x);
+    return x + down->forward(torch::silu(gate->forward(h)) * up->forward(h));
+  }
+};
+TORCH_MODULE(LlamaMlpBlock);
+
+// Four LLaMA-style MLP blocks, d_model 256, hidden 688 (N, S, E).
+struct Llama : TokenModel {
+  std::vector<LlamaMlpBlock> blocks;
+  Llama() {
+    for (int i = 0; i < 4; i++) blocks.push_back(register_module("block" + std::to_string(i), LlamaMlpBlock(kModel, 688)));
+  }
+  torch::Tensor forward(torch::Tensor tokens) override {
+    torch::Tensor x = embed->forward(tokens);
+    for (auto& b : blocks) x = b->forward(x);
+    return head->forward(x.mean(1));
+  }
+  std::vector<torch::Tensor> norm_parameters() override {
+    std::vector<torch::Tensor> out;
+    for (auto& b : blocks) out.push_back(b->norm->weight);
+    return out;
+  }
+};
+
+// nn::TransformerEncoderLayer(256, 4 heads, ff 1024, GELU, dropout 0.1), 4 layers; (S, N, E).
+struct GeluEncoder : TokenModel {
+  nn::TransformerEncoder encoder{nullptr};
+  GeluEncoder() {
+    encoder = register_module(
+        "encoder", nn::TransformerEncoder(nn::TransformerEncoderOptions(nn::TransformerEncoderLayerOptions(kModel, 4)
+                                                                            .dim_feedforward(1024)
+                                                                            .dropout(0.1)
+                                                                            .activation(torch::kGELU),
+                                                                        4)));
+  }
+  torch::Tensor forward(torch::Tensor tokens) override {
+    torch::Tensor x = embed->forward(tokens).transpose(0, 1);
+    return head->forward(encoder->forward(x).mean(0));
+  }
+};
+
 }  // namespace
 
 const std::vector<std::string>& model_names() {
-  static const std::vector<std::string> names{"resnet18", "resnet50", "vgg11", "vgg16", "mobilenet_v2", "transformer"};
+  static const std::vector<std::string> names{"resnet18",    "resnet50", "vgg11", "vgg16", "mobilenet_v2",
+                                              "transformer", "llama",    "gelu_encoder"};
   return names;
 }
 
@@ -238,6 +319,8 @@ std::shared_ptr<Model> make_model(const std::string& name) {
         std::vector<int64_t>{64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0});
   if (name == "mobilenet_v2") return std::make_shared<MobileNetV2>();
   if (name == "transformer") return std::make_shared<Transformer>();
+  if (name == "llama") return std::make_shared<Llama>();
+  if (name == "gelu_encoder") return std::make_shared<GeluEncoder>();
   return nullptr;
 }
 

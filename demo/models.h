@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // models.h: the networks of the demo and the scenario tests, written with LibTorch's C++
-// frontend: ResNet-18/50, VGG-11/16, MobileNetV2 and a small transformer encoder.
+// frontend: ResNet-18/50, VGG-11/16, MobileNetV2, a small transformer encoder, a LLaMA-style
+// MLP stack and a GELU transformer encoder.
 #pragma once
 
 #include <torch/torch.h>
@@ -31,8 +32,8 @@ struct Model : torch::nn::Module {
   virtual std::vector<torch::Tensor> features(torch::Tensor x);
 };
 
-// "resnet18", "resnet50", "vgg11", "vgg16", "mobilenet_v2", "transformer"; nullptr for an
-// unknown name.
+// "resnet18", "resnet50", "vgg11", "vgg16", "mobilenet_v2", "transformer", "llama",
+// "gelu_encoder"; nullptr for an unknown name.
 std::shared_ptr<Model> make_model(const std::string& name);
 const std::vector<std::string>& model_names();
 

@@ -23,7 +23,7 @@ FAMILIES = {
     "pool": r"max_pool|avg_pool|^aten::mean(\.|$)",
     "dropout": r"dropout",
     "linear": r"^aten::linear(\.|$)",
-    "recipe": r"^aten::(mul\.Tensor|bmm|native_layer_norm)$",
+    "recipe": r"^aten::(mul\.Tensor|bmm|mm|addmm|native_layer_norm)$",
 }
 
 OURS = {
@@ -37,7 +37,7 @@ OURS = {
     "aten::dropout", "aten::dropout_", "aten::native_dropout",
     "aten::feature_dropout", "aten::feature_dropout_",  # counted passthrough: the noise is (N, C, 1, ...)
     "aten::linear",
-    "aten::mul.Tensor", "aten::bmm",  # the recipe family's consumers (hooks/ops/recipe.cpp)
+    "aten::mul.Tensor", "aten::bmm", "aten::mm", "aten::addmm",  # the recipe family's consumers (hooks/ops/recipe.cpp)
     "aten::native_layer_norm",  # stock's kernel, eps noted: a producer (Note [Layer norm eps])
 }
 

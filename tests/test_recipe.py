@@ -134,6 +134,17 @@ def equality():
               f"{what}: outputs or gradients differ from stock's")
 
 
+def cpp_linear(x, w, b=None):
+    """C++ torch::nn::functional::linear (torch/nn/functional/linear.h): addmm for a 2-D input
+    with a bias, else matmul (a 3-D input folded by a view into mm), then += bias."""
+    if x.dim() == 2 and b is not None:
+        return torch.addmm(b, x, w.t())
+    y = x.matmul(w.t())
+    if b is not None:
+        y += b
+    return y
+
+
 CHAINS = {
     # name: (function of (g, u, w, b), whether the linear's input is a recipe)
     "linear(silu(g))": lambda g, u, w, b: F.linear(F.silu(g), w, b),
@@ -154,7 +165,38 @@ CHAINS = {
         F.layer_norm(g, g.shape[-2:], u.reshape(g.shape[-2:]) if g.dim() == 2 else u[0], None, 0.25), w, b),
     "layer_norm(g, weight only, eps 0.1) * u": lambda g, u, w, b: F.layer_norm(
         g, (8,), u.reshape(-1, 8)[0] * 1, None, 0.1) * u,
+    # C++ torch::nn::Linear's routes (Note [Mm consumer] in hooks/ops/recipe.cpp): addmm, mm,
+    # and mm of a 3-D input's fold (a view of the recipe); a recipe as mat2, transposed (a
+    # column-major view); addmm with beta other than 1 stays stock's.
+    "cpp linear(silu(g))": lambda g, u, w, b: cpp_linear(F.silu(g), w, b),
+    "cpp linear(gelu(g) * u), no bias": lambda g, u, w, b: cpp_linear(F.gelu(g) * u, w),
+    "cpp linear(layer_norm(g))": lambda g, u, w, b: cpp_linear(
+        F.layer_norm(g, (8,), u.reshape(-1, 8)[0], u.reshape(-1, 8)[1], eps=1e-3), w, b),
+    "cpp linear(dropout(gelu tanh(g)))": lambda g, u, w, b: cpp_linear(
+        F.dropout(F.gelu(g, approximate="tanh"), 0.3, True), w, b),
+    # (Both operands one recipe, the product squared: under double backward both gradients'
+    # paths reach g, and the order of their sums shows in NaN payloads.)
+    "mm(silu(g) folded and transposed, silu(g) folded) squared": lambda g, u, w, b: torch.mm(
+        F.silu(g).reshape(-1, 8).t(), F.silu(g).reshape(-1, 8)) ** 2,
+    "addmm(u row, gelu(g) folded and transposed, gelu(g) folded) squared": lambda g, u, w, b: torch.addmm(
+        u.reshape(-1, 8)[0], F.gelu(g).reshape(-1, 8).t(), F.gelu(g).reshape(-1, 8)) ** 2,
+    "mm(silu(g) folded and transposed, u folded)": lambda g, u, w, b: torch.mm(
+        F.silu(g).reshape(-1, 8).t(), u.reshape(-1, 8)),
+    "mm(u folded and transposed, gelu(g) folded)": lambda g, u, w, b: torch.mm(
+        u.reshape(-1, 8).t(), F.gelu(g).reshape(-1, 8)),
+    "addmm(b, silu(g), w.t(), beta 0.5)": lambda g, u, w, b: torch.addmm(
+        b, F.silu(g).reshape(-1, 8), w.t(), beta=0.5),
 }
+
+
+def graph_names(t, depth):
+    """The names of the nodes within `depth` steps of t's grad_fn."""
+    names, level = set(), [t.grad_fn]
+    for _ in range(depth):
+        level = [n for n in level if n is not None]
+        names.update(n.name() for n in level)
+        level = [f for n in level for f, _ in n.next_functions]
+    return names
 
 
 def run_chain(on, name, dims, dtype, grads, double):
@@ -202,6 +244,17 @@ def chains():
     taken = stats().substituted[RECIPE]
     F.linear(F.silu(g) * torch.randn(6, 8, requires_grad=True), w)
     check(stats().substituted[RECIPE] == taken + 2, "linear(silu(g) * u): the multiply and the linear keep recipes")
+    # C++ torch::nn::Linear's routes keep it too (Note [Mm consumer] in hooks/ops/recipe.cpp):
+    # addmm, mm, and mm of a 3-D input's fold, with the bias added in place after matmul.
+    for dims, bias, node in ((2, True, "MemsaveAddmmBackward"), (2, False, "MemsaveMmBackward"),
+                             (3, True, "MemsaveMmBackward"), (3, False, "MemsaveMmBackward")):
+        g = torch.randn((4, 6, 8)[-dims:], requires_grad=True) * 1
+        before = stats()
+        y = cpp_linear(F.silu(g), w, torch.randn(5, requires_grad=True) if bias else None)
+        recomputed = stats().recomputed_bytes - before.recomputed_bytes
+        names = graph_names(y, 3)
+        check(node in names and recomputed == g.numel() * 4,
+              f"C++ linear, {dims}-D, bias {bias}: nodes {sorted(names)}, recomputed bytes {recomputed}")
 
 
 def run_attention(on, side, dtype, v_grad, double, p):
@@ -364,21 +417,23 @@ def errors():
     check(a is not None and "modified by an inplace operation" in a, f"stock's version error: {a}")
     check(a == b, f"version error of the output differs:\n  stock: {a}\n  ours:  {b}")
 
-    def version_of_linear_input(on):
+    def version_of_linear_input(on, linear, dims, bias):
         abi.memsave_set_enabled(1 if on else 0)
-        x = torch.randn(2, 4, 8, requires_grad=True)
+        x = torch.randn((2, 4, 8)[-dims:], requires_grad=True)
         w = torch.randn(5, 8, requires_grad=True)
         s = F.silu(x * 1)
-        y = F.linear(s, w)
+        y = linear(s, w, torch.randn(5) if bias else None)
         with torch.no_grad():
             s.mul_(3)
         abi.memsave_set_enabled(1)
         return error_text(lambda: y.sum().backward())
 
-    a, b = version_of_linear_input(False), version_of_linear_input(True)
-    check(a is not None and b is not None and "modified by an inplace operation" in b and
-          a.split(", which")[0] == b.split(", which")[0],
-          f"version error of a linear's input: stock {a}, ours {b}")
+    # F.linear, and C++ Linear's addmm, mm and mm of a fold (Note [Mm consumer]).
+    for linear, dims, bias in itertools.product((F.linear, cpp_linear), (2, 3), (False, True)):
+        a, b = version_of_linear_input(False, linear, dims, bias), version_of_linear_input(True, linear, dims, bias)
+        check(a is not None and b is not None and "modified by an inplace operation" in b and
+              a.split(", which")[0] == b.split(", which")[0],
+              f"version error of a linear's input ({linear.__name__}, {dims}-D, bias {bias}): stock {a}, ours {b}")
 
     def dropout_input_changed(on):
         """The dropout keeps no input: changing it after the dropout raises nothing."""

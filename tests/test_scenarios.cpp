@@ -141,6 +141,18 @@ TEST(Scenarios, OtherModels) {
   for (const Case& c : cases) check(c, 4, 64);
 }
 
+// The LLaMA-style MLP stack and the GELU encoder (bench/transformer_case.py's models, in C++):
+// their torch::nn::Linear takes addmm or matmul (mm of a fold), where the recipe family's
+// consumers keep the recipes of SiLU's product, GELU's output and layer norm's output (Note
+// [Mm consumer] in hooks/ops/recipe.cpp); "surgical" trains only the embedding, so every
+// block's input needs a gradient and its weights none (input-only).
+TEST(Scenarios, TransformerStacks) {
+  const Case cases[] = {
+      {"llama", "surgical", true, 0.8}, {"llama", "full", true, 0.87}, {"gelu_encoder", "full", true, 0.83},
+  };
+  for (const Case& c : cases) check(c, 4, 64);
+}
+
 // Note [mkldnn probe]: the child's run; skipped unless MEMSAVE_PROBE_CASE names a case.
 TEST(Probe, Mkldnn) {
   const char* spec = std::getenv("MEMSAVE_PROBE_CASE");

@@ -89,6 +89,24 @@ c10::optional<RecipeSource> recipe_source(const at::Tensor& t, bool kept) {
   return c10::nullopt;
 }
 
+c10::optional<RecipeSource> recipe_source_through_view(const at::Tensor& t, at::Tensor& base) {
+  base = t;
+  if (!t.defined() || !t.is_view()) return recipe_source(t);
+  if (!t.requires_grad() || !t.grad_fn() || t.numel() == 0) return c10::nullopt;
+  const at::Tensor b(t._base());
+  if (b.is_view() || !b.is_contiguous() || b.dtype() != t.dtype()) return c10::nullopt;
+  // KeptOperand::value() reaches t's elements with as_strided on a recomputation of b.
+  int64_t last = t.storage_offset() - b.storage_offset();
+  for (int64_t d = 0; d < t.dim(); d++) {
+    if (t.stride(d) < 0) return c10::nullopt;
+    last += (t.size(d) - 1) * t.stride(d);
+  }
+  if (t.storage_offset() < b.storage_offset() || last >= b.numel()) return c10::nullopt;
+  c10::optional<RecipeSource> source = recipe_source(b);
+  if (source) base = b;
+  return source;
+}
+
 bool recipes_on(bool traced) { return !traced && family_on(MEMSAVE_FAMILY_RECIPE); }
 
 bool can_multiply_into(const at::Tensor& into, const at::Tensor& other) {

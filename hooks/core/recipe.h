@@ -79,6 +79,10 @@ void remember_layer_norm_eps(const at::Tensor& output, double eps);
 // stock node keeps as its output (kKept): for a producer of ours that recomputes its output
 // from it (a dropout); a consumer that kept it so would save nothing.
 c10::optional<RecipeSource> recipe_source(const at::Tensor& t, bool kept = false);
+// The recipe of `t`, or of the tensor `t` is a view of (C++ torch::nn::Linear's matmul folds
+// a 3-D input to 2-D with a view before mm); `base` is set to the tensor the recipe makes.
+// Only a view of a contiguous base, with its dtype, inside the base's elements.
+c10::optional<RecipeSource> recipe_source_through_view(const at::Tensor& t, at::Tensor& base);
 // Whether a call may keep recipes: the recipe family on, not under compile tracing (`traced`:
 // the call has Python dispatch keys).
 bool recipes_on(bool traced);

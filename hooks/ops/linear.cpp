@@ -21,6 +21,7 @@
 
 #include "../core/kernel.h"
 #include "../core/recipe.h"
+#include "mm_backward.h"
 
 namespace memsave {
 namespace {
@@ -28,18 +29,13 @@ namespace {
 using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
 
-// Note [Linear backward]: stock computes, with mat1 = the 2-D input (or its folded view)
-// and mat2 = w.t(), and alpha == beta == 1 (so maybe_multiply returns its argument):
-//   grad mat1 = mat1 column-major ? mat2.mm(grad.t()).t() : grad.mm(mat2.t())
-//   grad mat2 = mat2 column-major ? grad.t().mm(mat1).t() : mat1.t().mm(grad)
-//   grad bias = grad (addmm) or the N-D gradient (matmul + add_), reduced to the bias's
-//               shape by the engine (at::sum_to, InputMetadata::reduce_grad)
-// in the order of stock's generated nodes: AddmmBackward0 mat1's first, MmBackward0 mat2's
-// first (under double backward this orders the new graph's nodes, hence its sums: the other
-// order gave other NaN payloads), then TBackward0 transposes the weight gradient and the
-// fold's view node reshapes the gradient of an N-D input. "Column-major" is stock's test strides[0] == 1 &&
-// strides[1] == sizes[0] on the 2-D operand; conj() is the identity for real dtypes. We do
-// the same, on the same operands with the same strides, so the results are bitwise stock's.
+// Note [Linear backward]: stock's AddmmBackward0 or MmBackward0 with mat1 = the 2-D input (or
+// its folded view) and mat2 = w.t(), alpha == beta == 1 (Note [Matrix product backward] in
+// mm_backward.h), in their order (addmm: mat1's first; mm: mat2's first); the bias's gradient
+// is grad (addmm) or the N-D gradient (matmul + add_), reduced to the bias's shape by the
+// engine (at::sum_to, InputMetadata::reduce_grad). Then TBackward0 transposes the weight
+// gradient and the fold's view node reshapes the gradient of an N-D input. The same calls
+// on the same operands with the same strides: the results are bitwise stock's.
 //
 // Note [Linear edges]: the node's edges go to stock's own TBackward0 (of w.t()) and fold
 // view node (of an N-D input), made in the forward as stock makes them and in stock's order
@@ -49,12 +45,6 @@ using torch::autograd::variable_list;
 // at the view node, summed in stock's layout and order. Before, with edges to the weight
 // and input themselves, they met at the leaves: NaN payloads and the strides of a weight
 // with a size-1 dimension differed from stock (found by test_property, issue 15).
-struct MatrixGeometry {
-  std::vector<int64_t> sizes, strides;
-  explicit MatrixGeometry(const at::Tensor& m) : sizes(m.sizes().vec()), strides(m.strides().vec()) {}
-  bool column_major() const { return strides[0] == 1 && strides[1] == sizes[0]; }
-};
-
 struct LinearSaved {
   at::Tensor mat1, mat2;
 };
@@ -105,14 +95,10 @@ class MemsaveLinearBackward final : public MemsaveNode<LinearSaved> {
     const at::Tensor grad2 = folded_ ? grad.reshape({mat1_geometry_.sizes[0], mat2_geometry_.sizes[1]}) : grad;
     // To the fold's view node (or the 2-D input), and to TBackward0.
     const auto mat1_grad = [&] {
-      if (wanted(0))
-        out[0] = mat1_geometry_.column_major() ? s.mat2.mm(grad2.t()).t() : grad2.mm(s.mat2.t());
+      if (wanted(0)) out[0] = mm_mat1_grad(grad2, s.mat2, mat1_geometry_);
     };
     const auto mat2_grad = [&] {
-      if (wanted(1)) {
-        const at::Tensor mat1 = mat1_.tensor(s.mat1);
-        out[1] = mat2_geometry_.column_major() ? grad2.t().mm(mat1).t() : mat1.t().mm(grad2);
-      }
+      if (wanted(1)) out[1] = mm_mat2_grad(grad2, mat1_.tensor(s.mat1), mat2_geometry_);
     };
     if (addmm_) mat1_grad(), mat2_grad();
     else mat2_grad(), mat1_grad();

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
-// recipe.cpp: aten::mul.Tensor and aten::bmm on AutogradCPU/AutogradCUDA: a multiply whose
-// operand is the output of SiLU or GELU keeps a recipe for it, not the tensor; a batched
-// matrix product whose operand is a recipe (attention probabilities after dropout) likewise;
-// aten::native_layer_norm, stock's, noted so that its output has a recipe.
+// recipe.cpp: aten::mul.Tensor, aten::bmm, aten::mm and aten::addmm on
+// AutogradCPU/AutogradCUDA: a multiply whose operand is the output of SiLU or GELU keeps a
+// recipe for it, not the tensor; a batched matrix product whose operand is a recipe
+// (attention probabilities after dropout) likewise, and a matrix product (the routes of C++
+// torch::nn::Linear); aten::native_layer_norm, stock's, noted so that its output has a
+// recipe.
 //
 // Stock: a gated MLP (LLaMA, Qwen, Mistral) computes s = silu(g), then s * u. SiluBackward0
 // keeps g, and MulBackward0 keeps s (for u's gradient) and u (for s's). But s is a pure
@@ -21,6 +23,7 @@
 
 #include "../core/kernel.h"
 #include "../core/recipe.h"
+#include "mm_backward.h"
 
 namespace memsave {
 namespace {
@@ -29,10 +32,11 @@ using torch::autograd::variable_list;
 
 constexpr auto F = MEMSAVE_FAMILY_RECIPE;
 
-// Keeps operand `t` in `kept`, by recipe when `source` says so, and counts it as stock's
-// node would have kept it.
-void keep_operand(KeptOperand& kept, const at::Tensor& t, const c10::optional<RecipeSource>& source, Footprint& f) {
-  kept.keep(t, source);
+// Keeps operand `t` in `kept`, by recipe when `source` says so (the recipe of `base`: `t`
+// itself, or `t` a view of it), and counts it as stock's node would have kept it.
+void keep_operand(KeptOperand& kept, const at::Tensor& t, const c10::optional<RecipeSource>& source, Footprint& f,
+                  const at::Tensor& base = {}) {
+  kept.keep(t, source, base);
   uint64_t& stock = t.is_leaf() ? f.stock.parameters : f.stock.activations;
   uint64_t& ours = t.is_leaf() ? f.kept.parameters : f.kept.activations;
   stock += tensor_bytes(t);
@@ -202,6 +206,116 @@ struct Bmm : Op<Bmm> {
   }
 };
 
+struct MmSaved {
+  at::Tensor mat1, mat2;  // as unpack() returned them (KeptOperand::unpack)
+};
+
+// Note [Mm consumer]: C++ torch::nn::Linear does not call aten::linear (linear.cpp's
+// consumer): its functional linear computes addmm(bias, x, w.t()) for a 2-D input with a
+// bias, and x.matmul(w.t()) (then += bias) otherwise, which for a 3-D input is mm of a fold
+// (a view of x) and w.t(). MmBackward0 and AddmmBackward0 keep mat1 when mat2 needs a
+// gradient and mat2 when mat1 does; this node keeps either as a recipe when it is one, or a
+// view of one (the fold: recipe_source_through_view), with stock's formulas in stock's order
+// (Note [Matrix product backward] in mm_backward.h). addmm only with alpha == beta == 1
+// (C++ Linear's; self's gradient is then grad itself).
+class MemsaveMmBackward final : public MemsaveNode<MmSaved> {
+ public:
+  MemsaveMmBackward(const at::Tensor& mat1, const at::Tensor& mat2, bool addmm)
+      : mat1_geometry_(mat1), mat2_geometry_(mat2), addmm_(addmm) {}
+  std::string name() const override { return addmm_ ? "MemsaveAddmmBackward" : "MemsaveMmBackward"; }
+
+  KeptOperand mat1_, mat2_;  // kept when the other operand needs a gradient
+
+ private:
+  MmSaved unpack() override {
+    const bool check = !functional();
+    return {mat1_.unpack(check), mat2_.unpack(check)};
+  }
+  void release() override {
+    mat1_.reset_data();
+    mat2_.reset_data();
+  }
+  void fields(Fields& f) override {
+    mat1_.fields(f);
+    mat2_.fields(f);
+    for (const MatrixGeometry* m : {&mat1_geometry_, &mat2_geometry_}) {
+      f.ints(m->sizes);
+      f.ints(m->strides);
+    }
+    f.flag(addmm_);
+  }
+  void backward(const at::Tensor& grad, const MmSaved& s, variable_list& out) override {
+    const size_t m1 = addmm_ ? 1 : 0, m2 = m1 + 1;  // addmm's inputs: self, mat1, mat2
+    const auto mat1_grad = [&] {
+      if (wanted(m1)) out[m1] = mm_mat1_grad(grad, mat2_.tensor(s.mat2), mat1_geometry_);
+    };
+    const auto mat2_grad = [&] {
+      if (wanted(m2)) out[m2] = mm_mat2_grad(grad, mat1_.tensor(s.mat1), mat2_geometry_);
+    };
+    if (addmm_) {
+      if (wanted(0)) out[0] = grad;  // the engine reduces it to self's shape
+      mat1_grad(), mat2_grad();
+    } else {
+      mat2_grad(), mat1_grad();
+    }
+  }
+
+  MatrixGeometry mat1_geometry_, mat2_geometry_;
+  bool addmm_;
+};
+
+// What aten::mm and aten::addmm share: the two matrices, their recipes.
+template <class O>
+struct MatrixProduct : Op<O> {
+  static constexpr memsave_family_t kFamily = F;
+  using Node = MemsaveMmBackward;
+
+  at::Tensor mat1, mat2;
+  at::Tensor mat1_base, mat2_base;                      // what their recipes make
+  c10::optional<RecipeSource> mat1_source, mat2_source;  // when kept (the other needs a gradient)
+  MatrixProduct(const Call& c, size_t first) : mat1(c.tensor(first)), mat2(c.tensor(first + 1)) {
+    if (!recipes_on(python_keys(c.keys()))) return;
+    if (mat2.requires_grad()) mat1_source = recipe_source_through_view(mat1, mat1_base);
+    if (mat1.requires_grad()) mat2_source = recipe_source_through_view(mat2, mat2_base);
+  }
+
+  // Nothing to recompute: stock's node keeps what it must (Mul's stock_minimal).
+  bool stock_minimal() const { return !mat1_source && !mat2_source; }
+
+  NodePtr<Node> node(const Call&) const { return make_node<Node>(mat1, mat2, O::kAddmm); }
+
+  Footprint keep(const Call&, Node& node) const {
+    Footprint f;
+    if (mat2.requires_grad()) keep_operand(node.mat1_, mat1, mat1_source, f, mat1_base);
+    if (mat1.requires_grad()) keep_operand(node.mat2_, mat2, mat2_source, f, mat2_base);
+    return f;
+  }
+};
+
+// aten::mm(Tensor self, Tensor mat2) -> Tensor
+struct Mm : MatrixProduct<Mm> {
+  static constexpr bool kAddmm = false;
+  explicit Mm(const Call& c) : MatrixProduct(c, 0) {}
+  std::array<at::Tensor, 2> differentiable() const { return {mat1, mat2}; }
+  const char* prepare(const Call&) const { return saved_tensor_hooks_set() ? kRecipeUnderHooks : nullptr; }
+};
+
+// aten::addmm(Tensor self, Tensor mat1, Tensor mat2, *, Scalar beta=1, Scalar alpha=1) -> Tensor
+struct Addmm : MatrixProduct<Addmm> {
+  static constexpr bool kAddmm = true;
+  at::Tensor self;
+  bool unit_scalars;  // beta == alpha == 1
+  explicit Addmm(const Call& c) : MatrixProduct(c, 1), self(c.tensor(0)) {
+    const auto one = [](const c10::IValue& v) { return v.isInt() ? v.toInt() == 1 : v.isDouble() && v.toDouble() == 1; };
+    unit_scalars = one(c.arg(3)) && one(c.arg(4));
+  }
+  std::array<at::Tensor, 3> differentiable() const { return {self, mat1, mat2}; }
+  const char* prepare(const Call&) const {
+    if (saved_tensor_hooks_set()) return kRecipeUnderHooks;
+    return unit_scalars ? nullptr : "recipe: addmm with beta or alpha other than 1";
+  }
+};
+
 // aten::native_layer_norm(Tensor input, SymInt[] normalized_shape, Tensor? weight, Tensor? bias,
 // float eps) -> (Tensor, Tensor, Tensor): stock's kernel, node and outputs, untouched; then eps
 // is noted for the output stock made (Note [Layer norm eps] in core/recipe.h), so that it has
@@ -218,6 +332,8 @@ void layer_norm_producer(const c10::OperatorHandle& op, c10::DispatchKeySet, tor
 void register_recipe(Registrar& r) {
   r.op<Mul>("mul.Tensor");
   r.op<Bmm>("bmm");
+  r.op<Mm>("mm");
+  r.op<Addmm>("addmm");
   r.boxed<&layer_norm_producer>("native_layer_norm");
 }
 const FamilyRegistration registration(F, &register_recipe);
