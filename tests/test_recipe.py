@@ -10,7 +10,10 @@
 #     keeps the recipe of its input (SiLU, GELU, a product of a recipe, a dropout of one;
 #     2-D and folded 3-D, with and without bias), every requires_grad pattern of u, w, b,
 #     double backward included (the operand order of MulBackward0's gradients shows in NaN
-#     payloads there);
+#     payloads there); C++ torch::nn::Linear's routes (addmm, mm, mm of a 3-D input's fold);
+#     mm/addmm with a recipe or a view of one on either side (a column-major transpose among
+#     them); both sides one recipe, squared (the order of mm's and addmm's operand gradients
+#     shows there); addmm with beta 0.5 (stock's);
 #   - attention (1.13's F.multi_head_attention_forward): bmm(dropout(softmax(s)), v) keeps
 #     the dropout's recipe (the probabilities SoftmaxBackward0 keeps, times the 1-bit mask),
 #     on either side of the product, every requires_grad pattern, double backward; and
@@ -22,7 +25,8 @@
 #   - stock's errors: an in-place change of the producer's output after the multiply raises
 #     stock's version error, word for word (after a linear with a folded input, up to the node it names:
 #     stock names the view's node as regenerated after the change, AsStridedBackward0 on
-#     1.13, which a recipe cannot know); of its input, an error as in stock; a second
+#     1.13, which a recipe cannot know; F.linear and C++ Linear's routes, 2-D and 3-D, with
+#     and without bias); of its input, an error as in stock; a second
 #     backward raises "backward through the graph a second time"; retain_graph and anomaly
 #     mode give stock's gradients;
 #   - the report at exit says how many of the bytes not kept are recomputed;
