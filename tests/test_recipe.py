@@ -263,15 +263,18 @@ def chains():
 
 def run_attention(on, side, dtype, v_grad, double, p):
     """bmm of attention probabilities after dropout with v (side "self": probs @ v; "mat2":
-    v @ probs)."""
+    v @ probs); "4-D self", "4-D mat2": the same with 4-D matmul (LLaMA's eager attention),
+    which reaches bmm with views (an expand and a fold) of the probabilities."""
     abi.memsave_set_enabled(1 if on else 0)
     torch.manual_seed(9)
-    x = special(torch.randn(3, 6, 6, dtype=torch.double).to(dtype)).requires_grad_(True)
-    v = special(torch.randn(3, 6, 5, dtype=torch.double).to(dtype)).requires_grad_(v_grad)
+    lead = (2, 3) if side.startswith("4-D") else (3,)
+    x = special(torch.randn(*lead, 6, 6, dtype=torch.double).to(dtype)).requires_grad_(True)
+    v = special(torch.randn(*lead, 6, 5, dtype=torch.double).to(dtype)).requires_grad_(v_grad)
     torch.manual_seed(10)  # the same dropout noise on both sides
     probs = F.dropout(F.softmax(x * 1.5, dim=-1), p, True)
-    y = torch.bmm(probs, v) if side == "self" else torch.bmm(v.transpose(1, 2), probs)
-    name = y.grad_fn.name()
+    product = torch.matmul if side.startswith("4-D") else torch.bmm
+    y = product(probs, v) if side.endswith("self") else product(v.transpose(-2, -1), probs)
+    name = y.grad_fn.name() if product is torch.bmm else y.grad_fn.next_functions[0][0].name()
     leaves = [t for t in (x, v) if t.requires_grad]
     w = torch.randn(y.shape, dtype=torch.double).to(dtype)
     if double:
@@ -287,7 +290,8 @@ def run_attention(on, side, dtype, v_grad, double, p):
 
 def attention():
     for side, dtype, v_grad, double, p in itertools.product(
-            ("self", "mat2"), (torch.float, torch.double, torch.bfloat16), (False, True), (False, True), (0.1, 0.5)):
+            ("self", "mat2", "4-D self", "4-D mat2"), (torch.float, torch.double, torch.bfloat16), (False, True),
+            (False, True), (0.1, 0.5)):
         what = f"attention, probabilities as {side}, {dtype}, v requires grad {v_grad}, double {double}, p {p}"
         a, stock_name = run_attention(False, side, dtype, v_grad, double, p)
         b, name = run_attention(True, side, dtype, v_grad, double, p)

@@ -151,7 +151,8 @@ struct BmmSaved {
 // the same calls in stock's order: mat2's first. It keeps self only for mat2's gradient and
 // mat2 only for self's. Attention (1.13's F.multi_head_attention_forward) computes
 // bmm(dropout(softmax(s)), v): the dropout's output is a recipe (the probabilities
-// SoftmaxBackward0 keeps, times the dropout's 1-bit mask), so it is not kept twice.
+// SoftmaxBackward0 keeps, times the dropout's 1-bit mask), so it is not kept twice. 4-D
+// matmul (eager attention in LLaMA-style code) reaches bmm with views of its operands.
 class MemsaveBmmBackward final : public MemsaveNode<BmmSaved> {
  public:
   std::string name() const override { return "MemsaveBmmBackward"; }
@@ -183,11 +184,14 @@ struct Bmm : Op<Bmm> {
   using Node = MemsaveBmmBackward;
 
   at::Tensor self, mat2;
+  at::Tensor self_base, mat2_base;                      // what their recipes make
   c10::optional<RecipeSource> self_source, mat2_source;  // when kept (the other needs a gradient)
+  // Through a view too: 4-D matmul (LLaMA's eager attention, probs @ v) reaches bmm with
+  // views of its operands (expand, then a reshape that folds the batch dimensions).
   explicit Bmm(const Call& c) : self(c.tensor(0)), mat2(c.tensor(1)) {
     if (!recipes_on(python_keys(c.keys()))) return;
-    if (mat2.requires_grad()) self_source = recipe_source(self);
-    if (self.requires_grad()) mat2_source = recipe_source(mat2);
+    if (mat2.requires_grad()) self_source = recipe_source_through_view(self, self_base);
+    if (self.requires_grad()) mat2_source = recipe_source_through_view(mat2, mat2_base);
   }
 
   std::array<at::Tensor, 2> differentiable() const { return {self, mat2}; }
@@ -200,8 +204,8 @@ struct Bmm : Op<Bmm> {
 
   Footprint keep(const Call&, Node& node) const {
     Footprint f;
-    if (mat2.requires_grad()) keep_operand(node.self_, self, self_source, f);
-    if (self.requires_grad()) keep_operand(node.mat2_, mat2, mat2_source, f);
+    if (mat2.requires_grad()) keep_operand(node.self_, self, self_source, f, self_base);
+    if (self.requires_grad()) keep_operand(node.mat2_, mat2, mat2_source, f, mat2_base);
     return f;
   }
 };
