@@ -6,6 +6,8 @@
 #include <ATen/SavedTensorHooks.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/gelu.h>
+#include <ATen/ops/hardswish.h>
+#include <ATen/ops/mish.h>
 #include <ATen/ops/native_layer_norm.h>
 #include <ATen/ops/silu.h>
 #include <torch/csrc/autograd/generated/Functions.h>
@@ -24,61 +26,103 @@ namespace memsave {
 using Kind = RecipeSource::Kind;
 
 namespace {
-// Note [Layer norm eps]: an output's TensorImpl -> (a weak reference to it, to tell a reused
-// address; the node that made it; eps). A weak reference to a tensor keeps none of its data
-// (a dead tensor's storage is released at once); one to a node would keep the node and its
-// kept tensors where nodes are intrusively counted (2.14).
+// Notes about outputs that their nodes do not keep (Note [Layer norm eps], Note [In-place
+// producer]): an output's TensorImpl -> (a weak reference to it, to tell a reused address;
+// the node that made it; what the note says). A weak reference to a tensor keeps none of
+// its data (a dead tensor's storage is released at once); one to a node would keep the node
+// and its kept tensors where nodes are intrusively counted (2.14).
 using WeakImpl = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
-struct EpsEntry {
+struct Note {
+  double eps;        // layer norm
+  uint32_t version;  // the output's version when its producer returned
+};
+struct NoteEntry {
   WeakImpl output;
   const torch::autograd::Node* node;
-  double eps;
+  Note note;
 };
-struct EpsTable {
+struct NoteTable {
   std::mutex mutex;
-  std::unordered_map<const c10::TensorImpl*, EpsEntry> entries;
+  std::unordered_map<const c10::TensorImpl*, NoteEntry> entries;
   size_t sweep_at = 64;
 };
-EpsTable& eps_table() {
-  static EpsTable* table = new EpsTable;  // never destroyed: tensors may die after exit's destructors
+NoteTable& note_table() {
+  static NoteTable* table = new NoteTable;  // never destroyed: tensors may die after exit's destructors
   return *table;
 }
 
-c10::optional<double> layer_norm_eps(const at::Tensor& t) {
-  EpsTable& table = eps_table();
-  std::lock_guard<std::mutex> lock(table.mutex);
-  const auto it = table.entries.find(t.unsafeGetTensorImpl());
-  if (it == table.entries.end() || it->second.output.lock().get() != t.unsafeGetTensorImpl() ||
-      it->second.node != t.grad_fn().get())
-    return c10::nullopt;
-  return it->second.eps;
-}
-}  // namespace
-
-void remember_layer_norm_eps(const at::Tensor& output, double eps) {
-  EpsTable& table = eps_table();
+void remember(const at::Tensor& output, Note note) {
+  NoteTable& table = note_table();
   std::lock_guard<std::mutex> lock(table.mutex);
   table.entries.insert_or_assign(output.unsafeGetTensorImpl(),
-                                 EpsEntry{WeakImpl(output.getIntrusivePtr()), output.grad_fn().get(), eps});
+                                 NoteEntry{WeakImpl(output.getIntrusivePtr()), output.grad_fn().get(), note});
   if (table.entries.size() < table.sweep_at) return;
   for (auto it = table.entries.begin(); it != table.entries.end();)
     it = it->second.output.expired() ? table.entries.erase(it) : std::next(it);
   table.sweep_at = 2 * table.entries.size() + 64;
 }
 
+// The note of `t`, made for `t` itself by the node that is still its grad_fn.
+c10::optional<Note> note_of(const at::Tensor& t) {
+  NoteTable& table = note_table();
+  std::lock_guard<std::mutex> lock(table.mutex);
+  const auto it = table.entries.find(t.unsafeGetTensorImpl());
+  if (it == table.entries.end() || it->second.output.lock().get() != t.unsafeGetTensorImpl() ||
+      it->second.node != t.grad_fn().get())
+    return c10::nullopt;
+  return it->second.note;
+}
+
+// Stock's producers that keep their input: the kind of recipe their output has.
+// Sets `input` to the node's kept input.
+c10::optional<Kind> input_keeping_producer(torch::autograd::Node* node, torch::autograd::SavedVariable*& input) {
+  using namespace torch::autograd::generated;
+  if (auto* silu = dynamic_cast<SiluBackward0*>(node)) {
+    input = &silu->self_;
+    return Kind::kSilu;
+  }
+  if (auto* hardswish = dynamic_cast<HardswishBackward0*>(node)) {
+    input = &hardswish->self_;
+    return Kind::kHardswish;
+  }
+  if (auto* mish = dynamic_cast<MishBackward0*>(node)) {
+    input = &mish->self_;
+    return Kind::kMish;
+  }
+  if (auto* gelu = dynamic_cast<GeluBackward0*>(node)) {
+    input = &gelu->self_;
+    if (gelu->approximate == "none") return Kind::kGeluNone;
+    if (gelu->approximate == "tanh") return Kind::kGeluTanh;
+  }
+  return c10::nullopt;
+}
+}  // namespace
+
+void remember_layer_norm_eps(const at::Tensor& output, double eps) { remember(output, Note{eps, 0}); }
+
+void remember_inplace_producer(const at::Tensor& output) {
+  torch::autograd::SavedVariable* input = nullptr;
+  if (input_keeping_producer(output.grad_fn().get(), input))
+    remember(output, Note{0, static_cast<uint32_t>(output._version())});
+}
+
 c10::optional<RecipeSource> recipe_source(const at::Tensor& t, bool kept) {
-  if (!t.defined() || !t.requires_grad() || t.is_view() || t.output_nr() != 0 || t._version() != 0) return c10::nullopt;
+  if (!t.defined() || !t.requires_grad() || t.is_view() || t.output_nr() != 0) return c10::nullopt;
   torch::autograd::Node* node = t.grad_fn().get();
   if (!node) return c10::nullopt;
-  if (auto* silu = dynamic_cast<torch::autograd::generated::SiluBackward0*>(node))
-    return RecipeSource{Kind::kSilu, &silu->self_, nullptr};
-  if (auto* gelu = dynamic_cast<torch::autograd::generated::GeluBackward0*>(node)) {
-    if (gelu->approximate == "none") return RecipeSource{Kind::kGeluNone, &gelu->self_, nullptr};
-    if (gelu->approximate == "tanh") return RecipeSource{Kind::kGeluTanh, &gelu->self_, nullptr};
+  torch::autograd::SavedVariable* input = nullptr;
+  if (const auto kind = input_keeping_producer(node, input)) {
+    if (t._version() == 0) return RecipeSource{*kind, input, nullptr};
+    // Note [In-place producer]: at the version its producer left it, which a note says; and
+    // dense, so that the node's copy of the input has its strides.
+    const auto note = note_of(t);
+    if (note && note->version == t._version() && t.is_non_overlapping_and_dense())
+      return RecipeSource{*kind, input, nullptr};
     return c10::nullopt;
   }
+  if (t._version() != 0) return c10::nullopt;
   if (auto* ln = dynamic_cast<torch::autograd::generated::NativeLayerNormBackward0*>(node)) {
-    if (const auto eps = layer_norm_eps(t)) return RecipeSource{Kind::kLayerNorm, &ln->input_, nullptr, ln, *eps};
+    if (const auto note = note_of(t)) return RecipeSource{Kind::kLayerNorm, &ln->input_, nullptr, ln, note->eps};
     return c10::nullopt;
   }
   if (auto* ours = dynamic_cast<RecipeProducer*>(node))
@@ -126,6 +170,8 @@ at::Tensor recompute(const RecipeSource& s, const at::Tensor& input) {
     case Kind::kSilu: return at::silu(input);
     case Kind::kGeluNone: return at::gelu(input, "none");
     case Kind::kGeluTanh: return at::gelu(input, "tanh");
+    case Kind::kHardswish: return at::hardswish(input);
+    case Kind::kMish: return at::mish(input);
     case Kind::kOurs: return s.ours->recompute_output();
     case Kind::kKept: return input;
     case Kind::kLayerNorm: {

@@ -23,7 +23,8 @@ namespace memsave {
 // kept tensors with the kernel that made it (same inputs, same sizes and strides: the same
 // elements in the same order), and, under create_graph, gives it the operand's own gradient
 // edge, as stock's unpacked SavedVariable has, so the double-backward graph is stock's.
-// Producers: stock's SiluBackward0 and GeluBackward0 (which keep their input),
+// Producers: stock's SiluBackward0, GeluBackward0, HardswishBackward0 and MishBackward0
+// (which keep their input; also after an in-place call: Note [In-place producer]),
 // NativeLayerNormBackward0 (its input, weight and bias; eps: Note [Layer norm eps]), and nodes of
 // ours that implement RecipeProducer (a multiply that keeps both operands, a dropout whose
 // input is itself a recipe, or a tensor a stock node keeps as it is: attention
@@ -34,8 +35,9 @@ namespace memsave {
 // Note [Recipe source]: a tensor t is recomputable when
 //   - its grad_fn is a producer and t is its output 0, not a view;
 //   - t is at version 0: an out-of-place result that nothing modified since, even under
-//     no_grad (an in-place change with grad mode on would also have replaced its grad_fn;
-//     silu_, whose result has version >= 1, never qualifies).
+//     no_grad (an in-place change with grad mode on would also have replaced its grad_fn);
+//     or, made in place (silu_), at the version its producer left it (Note [In-place
+//     producer]).
 // What autograd cannot see cannot be seen here either: a write through `.data` (which shares
 // no version counter) changes t without a trace; stock's saved t would carry it while the
 // recomputed one would not (docs/limits.md).
@@ -60,7 +62,16 @@ struct RecipeSource {
   // kKept: not a recomputation; the tensor itself, which stock's node keeps as its own output
   // (SoftmaxBackward0's result), for a producer of ours that recomputes from it; KeptOperand
   // keeps it as well, sharing its storage (Note [Kept source] in recipe.cpp).
-  enum class Kind : int64_t { kSilu = 0, kGeluNone = 1, kGeluTanh = 2, kOurs = 3, kKept = 4, kLayerNorm = 5 } kind;
+  enum class Kind : int64_t {
+    kSilu = 0,
+    kGeluNone = 1,
+    kGeluTanh = 2,
+    kOurs = 3,
+    kKept = 4,
+    kLayerNorm = 5,
+    kHardswish = 6,
+    kMish = 7
+  } kind;
   torch::autograd::SavedVariable* input = nullptr;  // stock's producers: the node's kept input (kKept: output)
   RecipeProducer* ours = nullptr;                   // kOurs
   torch::autograd::Node* layer_norm = nullptr;      // kLayerNorm: NativeLayerNormBackward0
@@ -74,6 +85,13 @@ struct RecipeSource {
 // output lives. An output without a note (made while the family was off) has no recipe.
 // Entries of dead outputs are swept as the table grows.
 void remember_layer_norm_eps(const at::Tensor& output, double eps);
+
+// Note [In-place producer]: silu_, hardswish_ and mish_ (torchvision's and timm's
+// activations are in place) leave their output at version 1 or more, and their stock node
+// keeps a copy of the input as it was (SiluBackward0's self_, ...). Their output is a recipe
+// while it stays at the version the producer left it: the recipe family's kernels on them
+// (hooks/ops/recipe.cpp) call stock's and note that version, as for layer norm's eps.
+void remember_inplace_producer(const at::Tensor& output);
 
 // The recipe of `t` (Note [Recipe source]), or nothing. With `kept`, also a tensor that a
 // stock node keeps as its output (kKept): for a producer of ours that recomputes its output

@@ -4,7 +4,7 @@
 // recipe for it, not the tensor; a batched matrix product whose operand is a recipe
 // (attention probabilities after dropout) likewise, and a matrix product (the routes of C++
 // torch::nn::Linear); aten::native_layer_norm, stock's, noted so that its output has a
-// recipe.
+// recipe; aten::silu_, hardswish_ and mish_, stock's, noted likewise.
 //
 // Stock: a gated MLP (LLaMA, Qwen, Mistral) computes s = silu(g), then s * u. SiluBackward0
 // keeps g, and MulBackward0 keeps s (for u's gradient) and u (for s's). But s is a pure
@@ -333,12 +333,23 @@ void layer_norm_producer(const c10::OperatorHandle& op, c10::DispatchKeySet, tor
   if (out.requires_grad() && out.grad_fn()) remember_layer_norm_eps(out, eps);
 }
 
+// aten::silu_, aten::hardswish_, aten::mish_(Tensor(a!) self) -> Tensor(a!): stock's kernel,
+// node and output, untouched; then the version stock left the output at is noted (Note
+// [In-place producer] in core/recipe.h), so that it has a recipe while it stays there.
+void inplace_producer(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::jit::Stack* stack) {
+  op.callBoxedForDispatchKey(c10::DispatchKey::Autograd, *stack);
+  if (!family_on(F) || !at::GradMode::is_enabled()) return;
+  const at::Tensor& out = stack->back().toTensor();
+  if (out.requires_grad() && out.grad_fn() && !out.is_view()) remember_inplace_producer(out);
+}
+
 void register_recipe(Registrar& r) {
   r.op<Mul>("mul.Tensor");
   r.op<Bmm>("bmm");
   r.op<Mm>("mm");
   r.op<Addmm>("addmm");
   r.boxed<&layer_norm_producer>("native_layer_norm");
+  for (const char* name : {"silu_", "hardswish_", "mish_"}) r.boxed<&inplace_producer>(name);
 }
 const FamilyRegistration registration(F, &register_recipe);
 
