@@ -13,7 +13,8 @@
 #
 # Eager forwards of small frozen networks that reach every node class of ours (convolution,
 # batch norm in eval, the ReLU family with its parameters, max/avg/adaptive pooling, mean,
-# dropout and native dropout, linear, the recipe family's multiply and chains), each followed
+# dropout and native dropout, linear, the recipe family's multiply and chains, convolutions keeping
+# recipes of SiLU made in place and of a squeeze-excitation product), each followed
 # by a backward under compiled autograd
 # (torch._dynamo.compiled_autograd's _enable, or enable, with torch.compile, backend aot_eager; one network
 # again with eager and with inductor), against the same steps with libmemsave switched off
@@ -180,6 +181,22 @@ class Attention(nn.Module):
         return torch.bmm(p, self.v(x))
 
 
+class ConvBlocks(nn.Module):
+    """The convolution consumer (Note [Convolution consumer] in hooks/ops/conv.cpp) of SiLU's
+    output made in place (Note [In-place producer] in hooks/core/recipe.h) and of a
+    squeeze-excitation product of hardswish's output; every parameter trains."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.se, self.c3 = nn.Conv2d(8, 8, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        h = F.hardswish(self.c2(F.silu(self.c1(x), inplace=True)))
+        return self.c3(h * torch.sigmoid(self.se(h.mean((2, 3), keepdim=True))))
+
+
 def bitwise(a, b):
     return a.dtype == b.dtype and a.shape == b.shape and torch.equal(
         a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
@@ -329,6 +346,7 @@ def main():
     wide[1, 2, 3, 3] = float("-inf")
     check("recipes", GatedMLP(), wide, want={"MemsaveMulBackward", "MemsaveDropoutBackward", "MemsaveLinearBackward"})
     check("attention", Attention(), wide, want={"MemsaveBmmBackward", "MemsaveDropoutBackward", "MemsaveLinearBackward"})
+    check("convolution recipes", ConvBlocks(), wide, want={"MemsaveConvolutionBackward", "MemsaveMulBackward"})
 
     # Stock's errors, raised by compiled_args before anything is traced.
     net = frozen(Net())

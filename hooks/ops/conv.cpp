@@ -10,8 +10,8 @@
 // (only its geometry is), so we keep the weight (a parameter, already alive), the input's
 // sizes/strides/options and the arguments. When the weight needs a gradient, stock already
 // keeps what backward needs, and the call goes to stock (counted as passthrough), unless the
-// input is a recipe (the output of SiLU or GELU, a product or dropout of one: Note [Recipe]
-// in core/recipe.h, the recipe family's consumer): then the node keeps the recipe, and
+// input is a recipe (the output of SiLU, GELU, hardswish or mish, a product or dropout of
+// one: Note [Recipe] in core/recipe.h, the recipe family's consumer): then the node keeps the recipe, and
 // backward recomputes the input before stock's convolution_backward reads it.
 #include <ATen/ops/convolution_backward.h>
 #include <torch/csrc/autograd/saved_variable.h>
