@@ -18,7 +18,8 @@
 # --transformers runs bench/transformer_case.py (a LLaMA-style MLP stack and a GELU
 # transformer encoder, the recipe family's workloads) with /usr/bin/python3, each row also
 # with the recipe family off (--ops -recipe: libmemsave as it was before recipes), and the
-# C++ demo's ReLU transformer with and without it; writes results-transformers.{csv,md}.
+# C++ demo's transformers (ReLU; the same LLaMA-style stack and GELU encoder in C++) with
+# and without it; writes results-transformers.{csv,md}.
 # Timings on a machine shared with other work are noisy; the memory columns are exact and
 # repeat to the byte.
 set -eu
