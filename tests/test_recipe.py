@@ -20,6 +20,10 @@
 #     channels_last input, conv1d, a transposed convolution; SiLU, GELU, a product, a
 #     dropout; every requires_grad pattern of u and the bias, double backward; nothing else
 #     holds the input, so a stand-in would show; the version error of an input changed;
+#   - stock's products that keep both operands (Note [Stock product]): RMS norm written out
+#     with a trainable weight, a plain product, into F.linear and C++ Linear's route; the
+#     norm's two products recomputed, counted (planted: the product recomputed as input *
+#     input; products never sources: both fail);
 #   - attention (1.13's F.multi_head_attention_forward): bmm(dropout(softmax(s)), v) keeps
 #     the dropout's recipe (the probabilities SoftmaxBackward0 keeps, times the 1-bit mask),
 #     on either side of the product, every requires_grad pattern, double backward; and
@@ -190,6 +194,13 @@ CHAINS = {
         F.layer_norm(g, g.shape[-2:], u.reshape(g.shape[-2:]) if g.dim() == 2 else u[0], None, 0.25), w, b),
     "layer_norm(g, weight only, eps 0.1) * u": lambda g, u, w, b: F.layer_norm(
         g, (8,), u.reshape(-1, 8)[0] * 1, None, 0.1) * u,
+    # Stock's products that keep both operands (Note [Stock product] in hooks/core/recipe.h):
+    # RMS norm written out, its weight a row of u; a plain product; through C++ Linear's route.
+    "linear(rms_norm(g))": lambda g, u, w, b: F.linear(
+        g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + 1e-6) * u.reshape(-1, 8)[0], w, b),
+    "linear(g * u), no bias": lambda g, u, w, b: F.linear(g * u, w),
+    "cpp linear(rms_norm(g)), no bias": lambda g, u, w, b: cpp_linear(
+        g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + 1e-6) * u.reshape(-1, 8)[1], w),
     # C++ torch::nn::Linear's routes (Note [Mm consumer] in hooks/ops/recipe.cpp): addmm, mm,
     # and mm of a 3-D input's fold (a view of the recipe); a recipe as mat2, transposed (a
     # column-major view); addmm with beta other than 1 stays stock's.
@@ -269,6 +280,15 @@ def chains():
     taken = stats().substituted[RECIPE]
     F.linear(F.silu(g) * torch.randn(6, 8, requires_grad=True), w)
     check(stats().substituted[RECIPE] == taken + 2, "linear(silu(g) * u): the multiply and the linear keep recipes")
+    # RMS norm written out, its weight trainable: the inner product x * r is stock's, keeping
+    # both operands, so a recipe (Note [Stock product]); the weight's multiply keeps it as one
+    # and is itself a producer for the linear: two model-width tensors recomputed.
+    x = torch.randn(6, 32, requires_grad=True) * 1
+    wn, wl = torch.ones(32, requires_grad=True), torch.randn(5, 32, requires_grad=True)
+    before = stats()
+    y = F.linear(x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * wn, wl)
+    recomputed = stats().recomputed_bytes - before.recomputed_bytes
+    check(recomputed == 2 * x.numel() * 4, f"linear(rms_norm(x)): recomputed bytes {recomputed}, expected {2 * x.numel() * 4}")
     # C++ torch::nn::Linear's routes keep it too (Note [Mm consumer] in hooks/ops/recipe.cpp):
     # addmm, mm, and mm of a 3-D input's fold, with the bias added in place after matmul.
     for dims, bias, node in ((2, True, "MemsaveAddmmBackward"), (2, False, "MemsaveMmBackward"),

@@ -8,6 +8,7 @@
 #include <ATen/ops/gelu.h>
 #include <ATen/ops/hardswish.h>
 #include <ATen/ops/mish.h>
+#include <ATen/ops/mul.h>
 #include <ATen/ops/native_layer_norm.h>
 #include <ATen/ops/silu.h>
 #include <torch/csrc/autograd/generated/Functions.h>
@@ -121,6 +122,13 @@ c10::optional<RecipeSource> recipe_source(const at::Tensor& t, bool kept) {
     return c10::nullopt;
   }
   if (t._version() != 0) return c10::nullopt;
+  if (auto* mul = dynamic_cast<torch::autograd::generated::MulBackward0*>(node)) {
+    // Note [Stock product]: both operands kept, as both need a gradient (self_ is kept for
+    // other's gradient, other_ for self's: docs/pytorch.md §1.2).
+    if (mul->next_edges().size() == 2 && mul->next_edge(0).is_valid() && mul->next_edge(1).is_valid())
+      return RecipeSource{Kind::kMul, &mul->self_, nullptr, nullptr, 0, &mul->other_};
+    return c10::nullopt;
+  }
   if (auto* ln = dynamic_cast<torch::autograd::generated::NativeLayerNormBackward0*>(node)) {
     if (const auto note = note_of(t)) return RecipeSource{Kind::kLayerNorm, &ln->input_, nullptr, ln, note->eps};
     return c10::nullopt;
@@ -172,6 +180,7 @@ at::Tensor recompute(const RecipeSource& s, const at::Tensor& input) {
     case Kind::kGeluTanh: return at::gelu(input, "tanh");
     case Kind::kHardswish: return at::hardswish(input);
     case Kind::kMish: return at::mish(input);
+    case Kind::kMul: return at::mul(input, s.other->unpack());
     case Kind::kOurs: return s.ours->recompute_output();
     case Kind::kKept: return input;
     case Kind::kLayerNorm: {
@@ -214,6 +223,11 @@ at::Tensor KeptOperand::unpack(bool check) const {
   if (!by_recipe()) return saved_.unpack();
   if (check && version_.current_version() != saved_version_) raise_version_error();
   if (source_->kind == Kind::kKept) return saved_.unpack();
+  if (source_->kind == Kind::kMul) {
+    at::Tensor self = source_->input->unpack();
+    (void)source_->other->unpack();  // its errors too
+    return self;
+  }
   if (source_->kind != Kind::kOurs) return source_->input->unpack();
   source_->ours->recipe_check();
   return at::Tensor();
@@ -257,6 +271,10 @@ void KeptOperand::fields(Fields& f) {
   switch (source_->kind) {
     case Kind::kOurs: source_->ours->recipe_fields(f); break;
     case Kind::kKept: f.saved(saved_, false); break;
+    case Kind::kMul:
+      f.saved(*source_->input, false);
+      f.saved(*source_->other, false);
+      break;
     case Kind::kLayerNorm: {
       // What recompute() reads besides the input.
       auto* ln = static_cast<torch::autograd::generated::NativeLayerNormBackward0*>(source_->layer_norm);

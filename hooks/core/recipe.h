@@ -25,7 +25,8 @@ namespace memsave {
 // edge, as stock's unpacked SavedVariable has, so the double-backward graph is stock's.
 // Producers: stock's SiluBackward0, GeluBackward0, HardswishBackward0 and MishBackward0
 // (which keep their input; also after an in-place call: Note [In-place producer]),
-// NativeLayerNormBackward0 (its input, weight and bias; eps: Note [Layer norm eps]), and nodes of
+// NativeLayerNormBackward0 (its input, weight and bias; eps: Note [Layer norm eps]),
+// MulBackward0 when it keeps both operands (Note [Stock product]), and nodes of
 // ours that implement RecipeProducer (a multiply that keeps both operands, a dropout whose
 // input is itself a recipe, or a tensor a stock node keeps as it is: attention
 // probabilities, which SoftmaxBackward0 keeps as its result): recipes chain. Under compile tracing there are no recipes: the
@@ -70,12 +71,14 @@ struct RecipeSource {
     kKept = 4,
     kLayerNorm = 5,
     kHardswish = 6,
-    kMish = 7
+    kMish = 7,
+    kMul = 8  // stock's MulBackward0, which keeps both operands (Note [Stock product])
   } kind;
   torch::autograd::SavedVariable* input = nullptr;  // stock's producers: the node's kept input (kKept: output)
   RecipeProducer* ours = nullptr;                   // kOurs
   torch::autograd::Node* layer_norm = nullptr;      // kLayerNorm: NativeLayerNormBackward0
   double eps = 0;                                   // kLayerNorm
+  torch::autograd::SavedVariable* other = nullptr;  // kMul: the second operand (input: the first)
 };
 
 // Note [Layer norm eps]: NativeLayerNormBackward0 keeps the input, the normalized shape, the
@@ -86,6 +89,12 @@ struct RecipeSource {
 // Entries of dead outputs are swept as the table grows.
 void remember_layer_norm_eps(const at::Tensor& output, double eps);
 
+// Note [Stock product]: stock's MulBackward0 keeps both operands when both need a gradient
+// (RMS norm written out, x * rsqrt(mean(x^2) + eps) * w, with a trainable weight; products
+// in hand-written activations). Its output is then a recipe as well: at::mul of the two.
+// A multiply of ours that keeps such a product by recipe is itself a producer: recipes chain
+// through the norm to the linears that keep its output.
+//
 // Note [In-place producer]: silu_, hardswish_ and mish_ (torchvision's and timm's
 // activations are in place) leave their output at version 1 or more, and their stock node
 // keeps a copy of the input as it was (SiluBackward0's self_, ...). Their output is a recipe
