@@ -145,10 +145,12 @@ TEST(Scenarios, OtherModels) {
 // their torch::nn::Linear takes addmm or matmul (mm of a fold), where the recipe family's
 // consumers keep the recipes of SiLU's product, GELU's output and layer norm's output (Note
 // [Mm consumer] in hooks/ops/recipe.cpp); "surgical" trains only the embedding, so every
-// block's input needs a gradient and its weights none (input-only).
+// block's input needs a gradient and its weights none (input-only). Measured at 4x64: llama
+// surgical 0.742 (1.13) / 0.782 (2.6, 2.14), full 0.776 / 0.783, gelu_encoder full 0.778 /
+// 0.727; without the mm/addmm consumers, full 0.864 (llama) and 0.858 (gelu_encoder) on 1.13.
 TEST(Scenarios, TransformerStacks) {
   const Case cases[] = {
-      {"llama", "surgical", true, 0.82}, {"llama", "full", true, 0.87}, {"gelu_encoder", "full", true, 0.83},
+      {"llama", "surgical", true, 0.82}, {"llama", "full", true, 0.82}, {"gelu_encoder", "full", true, 0.83},
   };
   for (const Case& c : cases) check(c, 4, 64);
 }
