@@ -225,6 +225,19 @@ CHAINS = {
 }
 
 
+def differentiate(y, leaves, dtype, double):
+    """y, and the gradients of (y * v).sum() (v drawn here) for `leaves`; with `double`, also
+    those of the sum of the gradients' squares (double backward)."""
+    v = torch.randn(y.shape, dtype=torch.double).to(dtype)
+    if not double:
+        (y * v).sum().backward()
+        return [y.detach()] + [t.grad for t in leaves]
+    gr = torch.autograd.grad((y * v).sum(), leaves, create_graph=True, allow_unused=True)
+    gr = [q if q is not None else torch.zeros(()) for q in gr]
+    second = torch.autograd.grad(sum((q * q).sum() for q in gr), leaves, allow_unused=True)
+    return [y.detach()] + [q.detach() for q in gr] + list(second)
+
+
 def graph_names(t, depth):
     """The names of the nodes within `depth` steps of t's grad_fn."""
     names, level = set(), [t.grad_fn]
@@ -246,16 +259,7 @@ def run_chain(on, name, dims, dtype, grads, double):
     b = torch.randn(5, dtype=torch.double).to(dtype).requires_grad_("b" in grads)
     torch.manual_seed(8)  # the same dropout noise on both sides
     y = CHAINS[name](x * 1.5, u, w, b)
-    leaves = [t for t in (x, u, w, b) if t.requires_grad]
-    v = torch.randn(y.shape, dtype=torch.double).to(dtype)
-    if double:
-        gr = torch.autograd.grad((y * v).sum(), leaves, create_graph=True, allow_unused=True)
-        gr = [q if q is not None else torch.zeros(()) for q in gr]
-        second = torch.autograd.grad(sum((q * q).sum() for q in gr), leaves, allow_unused=True)
-        out = [y.detach()] + [q.detach() for q in gr] + list(second)
-    else:
-        (y * v).sum().backward()
-        out = [y.detach()] + [t.grad for t in leaves]
+    out = differentiate(y, [t for t in (x, u, w, b) if t.requires_grad], dtype, double)
     abi.memsave_set_enabled(1)
     return out, y.grad_fn.name()
 
@@ -334,16 +338,7 @@ def run_conv(on, name, dtype, grads, double):
     make, conv = CONVS[name]
     torch.manual_seed(13)  # the same dropout noise on both sides
     y = conv(make(x * 1.5, u), w, b)  # (nothing else holds the input: it is recomputed)
-    leaves = [t for t in (x, u, w, b) if t.requires_grad]
-    v = torch.randn(y.shape, dtype=torch.double).to(dtype)
-    if double:
-        gr = torch.autograd.grad((y * v).sum(), leaves, create_graph=True, allow_unused=True)
-        gr = [q if q is not None else torch.zeros(()) for q in gr]
-        second = torch.autograd.grad(sum((q * q).sum() for q in gr if q.requires_grad), leaves, allow_unused=True)
-        out = [y.detach()] + [q.detach() for q in gr] + list(second)
-    else:
-        (y * v).sum().backward()
-        out = [y.detach()] + [t.grad for t in leaves]
+    out = differentiate(y, [t for t in (x, u, w, b) if t.requires_grad], dtype, double)
     abi.memsave_set_enabled(1)
     return out, y.grad_fn.name()
 
